@@ -1,0 +1,35 @@
+"""layerlab: define your own neural-network layer, check it, train it and
+compare it honestly, on PyTorch.
+
+Quick tour::
+
+    import layerlab as ll
+    layers = [ll.ImageInput((1, 28, 28)), ll.Convolution2d(5, 20),
+              ll.BatchNormalization(), ll.ELU(20), ll.FullyConnected(10),
+              ll.Softmax(), ll.Classification()]
+    X, Y, _ = ll.datasets.digits_train()
+    net, info = ll.train_network(X, Y, layers, ll.training_options("sgdm"))
+    labels = ll.classify(net, X)
+"""
+
+from .errors import (DataError, LayerError, LayerlabError, NetworkError, OptionError,
+                     PersistenceError, TrainingError)
+from .layer import InputLayer, Layer, Learnable, OutputLayer, State
+from .layers import (BatchNormalization, Classification, Convolution2d, ELU, FullyConnected,
+                     Gaussian, ImageInput, ReLU, Softmax, initializers)
+from .network import LayerGraph, Network
+from .training import TrainingInfo, TrainingOptions, train_network, training_options
+from .inference import classify, predict
+from . import datasets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer", "Learnable", "State", "InputLayer", "OutputLayer",
+    "BatchNormalization", "Classification", "Convolution2d", "ELU", "FullyConnected",
+    "Gaussian", "ImageInput", "ReLU", "Softmax", "initializers",
+    "LayerGraph", "Network", "train_network", "training_options", "TrainingOptions",
+    "TrainingInfo", "classify", "predict", "datasets",
+    "LayerlabError", "LayerError", "NetworkError", "OptionError", "DataError",
+    "TrainingError", "PersistenceError",
+]

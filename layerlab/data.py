@@ -1,0 +1,78 @@
+"""Checking and converting user data: inputs X and labels Y."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+__all__ = ["as_input_tensor", "encode_labels"]
+
+
+def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X") -> torch.Tensor:
+    """``X`` (NumPy array or tensor, ``(N, *input_size)``) as a float32
+    tensor (float64 kept), checked for size and for NaN/Inf."""
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{what}: expected a NumPy array or tensor, "
+                            f"got {type(X).__name__}") from exc
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise DataError(f"{what}: expected numbers, got an array of {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if not torch.is_floating_point(t):
+        t = t.to(torch.float32)
+    elif t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    expected = (len(input_size) + 1)
+    if t.dim() == expected - 1 and tuple(t.shape) == tuple(input_size):
+        raise DataError(f"{what}: got one observation of size {tuple(t.shape)}; "
+                        f"expected a batch (N, {', '.join(map(str, input_size))}): "
+                        f"add a leading dimension, e.g. X[None]")
+    if t.dim() != expected or tuple(t.shape[1:]) != tuple(input_size):
+        raise DataError(f"{what}: expected size (N, {', '.join(map(str, input_size))}) "
+                        f"for the network's input layer, got {tuple(t.shape)}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).flatten(1).any(1).nonzero()[0])
+        raise DataError(f"{what}: contains NaN or Inf (first in observation {bad})")
+    return t
+
+
+def encode_labels(Y: Any, n: int, classes: list | None = None, what: str = "Y"
+                  ) -> tuple[torch.Tensor, list]:
+    """Class labels (ints or strings, 1-d, length ``n``) as class indices
+    ``(n,)`` int64, and the sorted list of classes (or the given ones)."""
+    if isinstance(Y, torch.Tensor):
+        Y = Y.detach().cpu().numpy()
+    arr = np.asarray(Y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{what}: expected a 1-d array of labels, got size {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(f"{what}: got {arr.shape[0]} labels for {n} observations in X")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise DataError(f"{what}: class labels must be integers or strings, got "
+                            f"non-integer floats (for regression use a Regression output)")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iuUSbO":
+        raise DataError(f"{what}: expected integer or string labels, got {arr.dtype}")
+    if classes is None:
+        classes_arr = np.unique(arr)
+        classes = classes_arr.tolist()
+    else:
+        classes_arr = np.asarray(classes)
+    lookup = {c: i for i, c in enumerate(classes)}
+    try:
+        idx = np.fromiter((lookup[v] for v in arr.tolist()), dtype=np.int64, count=n)
+    except KeyError as exc:
+        raise DataError(f"{what}: label {exc.args[0]!r} is not one of the network's classes "
+                        f"{classes}") from None
+    return torch.from_numpy(idx), list(classes)

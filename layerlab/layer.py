@@ -1,0 +1,430 @@
+"""The layer contract: what a user (and every built-in layer) writes.
+
+A layer is a class derived from :class:`Layer`, modelled on MATLAB's
+``nnet.layer.Layer`` template:
+
+.. code-block:: python
+
+    class MyELU(layerlab.Layer):
+        def __init__(self, num_channels, learnable=True, name=None):
+            super().__init__(name=name, type="Exponential Linear Unit")
+            self.alpha = layerlab.Learnable(torch.rand(num_channels),
+                                            learnable=learnable)
+
+        def predict(self, X):                       # required: inference
+            a = self.alpha.view(-1, *[1] * (X.dim() - 2))
+            return X.clamp(min=0) + a * (X.clamp(max=0).exp() - 1)
+
+        def forward(self, X):                       # optional: training
+            memory = X.clamp(max=0).exp() - 1
+            ...
+            return Z, memory
+
+        def backward(self, X, Z, dLdZ, memory):     # optional
+            return dLdX, dLdAlpha                   # one per Learnable
+
+Tensors are channel-first as in PyTorch: images ``(N, C, H, W)``, features
+``(N, C)``. A :class:`Layer` is a :class:`torch.nn.Module`, so a layer's
+learnables are ordinary ``torch.nn.Parameter`` objects (``self.alpha`` reads
+as a tensor), and devices, ``state_dict`` and DistributedDataParallel work as
+for any PyTorch module.
+
+Learnability is a run-time choice: ``Learnable(value, learnable=False)``,
+``layer.freeze("alpha")`` and ``layer.unfreeze("alpha")``; the layer class
+stays the same and ``backward`` keeps returning one derivative per
+declared learnable (``None`` is accepted for one that is not needed: see
+:meth:`Layer.needs_gradient`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import LayerError
+
+__all__ = ["Layer", "Learnable", "State", "InputLayer", "OutputLayer"]
+
+
+def as_tensor(value: Any, what: str) -> torch.Tensor:
+    """Convert ``value`` (tensor, NumPy array, number or nested list) to a
+    floating tensor, float32 unless it is already float64."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().clone()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value))
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise LayerError(f"{what}: expected a tensor, array or number, "
+                             f"got {type(value).__name__}") from exc
+    if not torch.is_floating_point(t):
+        t = t.to(torch.float32)
+    elif t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t
+
+
+@dataclasses.dataclass
+class Learnable:
+    """Declares a learnable parameter: ``self.w = Learnable(value, ...)``.
+
+    Args:
+        value: initial value (tensor, array or number). The layer's own
+            constructor initialises it, as in MATLAB; training only moves it
+            to the training device.
+        learnable: whether training updates it. Changeable at run time with
+            :meth:`Layer.freeze` / :meth:`Layer.unfreeze`.
+        learn_rate_factor: multiplies the global learning rate for this
+            parameter (MATLAB's ``setLearnRateFactor``).
+        l2_factor: multiplies the global L2 regularization for this
+            parameter (MATLAB's ``setL2Factor``).
+    """
+
+    value: Any
+    learnable: bool = True
+    learn_rate_factor: float = 1.0
+    l2_factor: float = 1.0
+
+
+@dataclasses.dataclass
+class State:
+    """Declares non-learnable state saved with the layer, such as batch
+    normalization's running statistics: ``self.running_mean = State(zeros)``.
+
+    A layer updates its state in ``forward`` (training) by assigning a new
+    tensor, ``self.running_mean = new``, or in place; ``predict`` only reads
+    it.
+    """
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _Factors:
+    learn_rate_factor: float
+    l2_factor: float
+
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-\.]*$")
+
+
+class Layer(torch.nn.Module):
+    """Base class of every layer, built-in or user-defined.
+
+    Subclasses implement:
+
+    * ``predict(self, *X) -> Z`` (required): the computation at inference.
+    * ``forward(self, *X) -> (Z, memory)`` (optional): the computation at
+      training time; defaults to ``(predict(*X), None)``.
+    * ``backward(self, *X, *Z, *dLdZ, memory) -> (*dLdX, *dLdW)``
+      (optional): a hand-written derivative. ``dLdX`` has the size of ``X``
+      and each ``dLdW`` the size of its parameter, in the order the
+      learnables were declared, summed over the mini-batch. Without it,
+      PyTorch's autograd differentiates ``forward``.
+    * ``initialize(self, input_sizes)`` (optional): called once with the
+      size of one observation of each input (no batch dimension) before the
+      layer first runs; create learnables that depend on the input size here
+      (e.g. a convolution's number of input channels).
+
+    Class attributes a layer may set:
+
+    * ``num_inputs`` / ``num_outputs`` (default 1): layers with several
+      inputs take them as positional arguments; several outputs are returned
+      as a tuple.
+    * ``differs_in_training`` (default False): ``forward`` intentionally
+      differs from ``predict`` (dropout, batch normalization).
+    * ``couples_observations`` (default False): an observation's output
+      depends on the other observations in the batch (batch normalization
+      in training).
+    * ``is_stochastic`` (default False): training output is random.
+    * ``default_name``: the base of the automatic name a network gives an
+      unnamed layer ("conv" -> "conv_1"); default: the class name in
+      snake case.
+    """
+
+    num_inputs: int = 1
+    num_outputs: int = 1
+    differs_in_training: bool = False
+    couples_observations: bool = False
+    is_stochastic: bool = False
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        # Initialise the Module machinery before the subclass' __init__ runs,
+        # so a user layer that assigns Learnables before (or without)
+        # calling super().__init__() still works.
+        torch.nn.Module.__init__(self)
+        object.__setattr__(self, "_factors", {})
+        object.__setattr__(self, "_learnable_order", [])
+        object.__setattr__(self, "_initialized_sizes", None)
+        object.__setattr__(self, "_needs", None)
+        object.__setattr__(self, "name", "")
+        object.__setattr__(self, "description", "")
+        return self
+
+    def __init__(self, name: str | None = None, description: str | None = None,
+                 type: str | None = None):  # noqa: A002 - MATLAB's name
+        if name:
+            self.name = name
+        if description is not None:
+            self.description = description
+        if type is not None:
+            self.type = type
+
+    # ------------------------------------------------------------------
+    # identity
+    # ------------------------------------------------------------------
+    @property
+    def type(self) -> str:  # type: ignore[override]
+        """A short human-readable kind, e.g. "Exponential Linear Unit"."""
+        return self.__dict__.get("_type") or type(self).__name__
+
+    @type.setter
+    def type(self, value: str) -> None:
+        self.__dict__["_type"] = str(value)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if isinstance(value, Learnable):
+            self._declare_learnable(key, value)
+        elif isinstance(value, State):
+            if key in self._parameters:
+                raise LayerError(f"layer '{self.name or type(self).__name__}': "
+                                 f"'{key}' is a Learnable and cannot become State")
+            self.register_buffer(key, as_tensor(value.value, f"State '{key}'"))
+        elif key == "name":
+            if value is None:
+                value = ""
+            if not isinstance(value, str) or (value and not _NAME_RE.match(value)):
+                raise LayerError(f"layer name: expected letters, digits, '_', '-' or '.', "
+                                 f"starting with a letter, got {value!r}")
+            object.__setattr__(self, key, value)
+        elif key in self._parameters and isinstance(value, torch.Tensor) \
+                and not isinstance(value, torch.nn.Parameter):
+            # `self.alpha = tensor` on an existing learnable keeps it learnable
+            with torch.no_grad():
+                param = self._parameters[key]
+                if param.shape != value.shape:
+                    self._parameters[key] = torch.nn.Parameter(
+                        value.detach().to(param.dtype), requires_grad=param.requires_grad)
+                else:
+                    param.copy_(value)
+        else:
+            super().__setattr__(key, value)
+
+    def _declare_learnable(self, key: str, spec: Learnable) -> None:
+        value = as_tensor(spec.value, f"layer '{self.name or type(self).__name__}', "
+                                      f"Learnable '{key}'")
+        for factor in ("learn_rate_factor", "l2_factor"):
+            f = getattr(spec, factor)
+            if not isinstance(f, (int, float)) or f < 0 or not np.isfinite(f):
+                raise LayerError(f"Learnable '{key}': {factor} must be a finite number >= 0, "
+                                 f"got {f!r}")
+        if key in self._buffers:
+            del self._buffers[key]
+        self.register_parameter(key, torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
+        self._factors[key] = _Factors(float(spec.learn_rate_factor), float(spec.l2_factor))
+        if key not in self._learnable_order:
+            self._learnable_order.append(key)
+
+    # ------------------------------------------------------------------
+    # learnables
+    # ------------------------------------------------------------------
+    @property
+    def learnable_names(self) -> list[str]:
+        """Names of the declared learnables, in declaration order (the order
+        of ``backward``'s parameter derivatives)."""
+        return [k for k in self._learnable_order if k in self._parameters]
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the declared :class:`State` tensors."""
+        return list(self._buffers.keys())
+
+    def learnables(self) -> dict[str, torch.nn.Parameter]:
+        """The learnables by name, in declaration order."""
+        return {k: self._parameters[k] for k in self.learnable_names}
+
+    def _check_learnable(self, name: str) -> None:
+        if name not in self._parameters:
+            raise LayerError(f"layer '{self.name or type(self).__name__}' has no learnable "
+                             f"'{name}'; its learnables are {self.learnable_names}")
+
+    def freeze(self, *names: str) -> "Layer":
+        """Stop training the named learnables (all if none are named)."""
+        for n in names or self.learnable_names:
+            self._check_learnable(n)
+            self._parameters[n].requires_grad_(False)
+        return self
+
+    def unfreeze(self, *names: str) -> "Layer":
+        """Train the named learnables again (all if none are named)."""
+        for n in names or self.learnable_names:
+            self._check_learnable(n)
+            self._parameters[n].requires_grad_(True)
+        return self
+
+    def is_learnable(self, name: str) -> bool:
+        """Whether training currently updates the learnable ``name``."""
+        self._check_learnable(name)
+        return bool(self._parameters[name].requires_grad)
+
+    def learn_rate_factor(self, name: str) -> float:
+        self._check_learnable(name)
+        return self._factors[name].learn_rate_factor
+
+    def l2_factor(self, name: str) -> float:
+        self._check_learnable(name)
+        return self._factors[name].l2_factor
+
+    def set_learn_rate_factor(self, name: str, factor: float) -> "Layer":
+        """MATLAB's ``setLearnRateFactor``; 0 keeps a parameter fixed."""
+        self._check_learnable(name)
+        if factor < 0:
+            raise LayerError(f"set_learn_rate_factor('{name}'): expected >= 0, got {factor}")
+        self._factors[name] = dataclasses.replace(self._factors[name], learn_rate_factor=float(factor))
+        return self
+
+    def set_l2_factor(self, name: str, factor: float) -> "Layer":
+        """MATLAB's ``setL2Factor``."""
+        self._check_learnable(name)
+        if factor < 0:
+            raise LayerError(f"set_l2_factor('{name}'): expected >= 0, got {factor}")
+        self._factors[name] = dataclasses.replace(self._factors[name], l2_factor=float(factor))
+        return self
+
+    def needs_gradient(self, which: str | int) -> bool:
+        """Inside ``backward``: whether a derivative is needed.
+
+        ``which`` is a learnable's name, or the index of an input (0 for X).
+        A frozen learnable, or the input of the network's first layer, needs
+        none, so ``backward`` may skip computing it and return ``None``.
+        Outside ``backward`` every derivative counts as needed.
+        """
+        needs = self._needs
+        if needs is None:
+            if isinstance(which, str):
+                self._check_learnable(which)
+            return True
+        if isinstance(which, int):
+            if not 0 <= which < self.num_inputs:
+                raise LayerError(f"needs_gradient({which}): layer has {self.num_inputs} input(s)")
+            return bool(needs[which])
+        self._check_learnable(which)
+        return bool(needs[self.num_inputs + self.learnable_names.index(which)])
+
+    # ------------------------------------------------------------------
+    # the user-facing computation
+    # ------------------------------------------------------------------
+    def predict(self, *X: torch.Tensor):
+        raise NotImplementedError(
+            f"layer '{self.name or type(self).__name__}' ({type(self).__name__}) "
+            f"must define predict(self, X)")
+
+    def forward(self, *X: torch.Tensor):  # type: ignore[override]
+        """Training-time computation: ``(Z, memory)``; by default predict's
+        output and no memory."""
+        return self.predict(*X), None
+
+    def initialize(self, input_sizes: Sequence[tuple[int, ...]]) -> None:
+        """Create learnables that depend on the input size (optional)."""
+
+    @property
+    def has_backward(self) -> bool:
+        """Whether the class defines its own ``backward``."""
+        return type(self).backward is not Layer.backward
+
+    def backward(self, *args):
+        raise NotImplementedError  # pragma: no cover - marker, see has_backward
+
+    # The Module's __call__ runs the layer as in training or inference
+    # according to ``self.training``, with a hand-written backward bridged
+    # into autograd; it returns only the output.
+    def __call__(self, *X: torch.Tensor):
+        from .autograd_bridge import run_layer  # local: avoids an import cycle
+        return run_layer(self, X, training=self.training)
+
+    def __repr__(self) -> str:
+        learn = ", ".join(f"{k}{tuple(p.shape)}{'' if p.requires_grad else ' frozen'}"
+                          for k, p in self.learnables().items())
+        return f"{type(self).__name__}(name={self.name!r}{', ' + learn if learn else ''})"
+
+    # Needed by persistence and summaries: the arguments the layer was
+    # constructed with. Captured automatically in __init_subclass__.
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_layerlab_wrapped", False):
+            return
+        import functools
+        import inspect
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def wrapped(self, *args, **kw):
+            # record the outermost constructor's arguments only
+            if "_config" not in self.__dict__:
+                try:
+                    bound = sig.bind(self, *args, **kw)
+                    bound.apply_defaults()
+                    cfg = dict(bound.arguments)
+                    cfg.pop("self", None)
+                    self.__dict__["_config"] = cfg
+                except TypeError:
+                    pass  # the call itself will raise a clear TypeError
+            init(self, *args, **kw)
+        wrapped._layerlab_wrapped = True  # type: ignore[attr-defined]
+        cls.__init__ = wrapped
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The arguments this layer was constructed with (for saving)."""
+        return dict(self.__dict__.get("_config", {}))
+
+
+class InputLayer(Layer):
+    """A network's entry point: checks the size of the data and normalizes
+    it. ``input_size`` is one observation's size, e.g. ``(1, 28, 28)``.
+
+    Input layers are the only layers that see the training data before
+    training: the trainer calls :meth:`compute_normalization` with it.
+    """
+
+    input_size: tuple[int, ...] = ()
+
+    def compute_normalization(self, X: torch.Tensor) -> None:
+        """Compute normalization statistics from the training data."""
+
+    @property
+    def needs_normalization_data(self) -> bool:
+        return False
+
+
+class OutputLayer(Layer):
+    """A network's loss layer (the last layer).
+
+    Implements ``loss(Y, T)``: a scalar, the mean over the mini-batch, from
+    the network's output ``Y`` and targets ``T``; ``prepare_targets(Y, n)``:
+    the user's targets (labels, values) as a tensor for ``n`` observations;
+    and ``metric(Y, T)``: the figure the training table shows (``metric_name``
+    names it; ``metric_is_percentage`` shows it as a percentage).
+    """
+
+    metric_name: str = "Accuracy"
+    metric_is_percentage: bool = True
+
+    def predict(self, X):
+        return X
+
+    def loss(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"output layer {type(self).__name__} must define loss(Y, T)")
+
+    def prepare_targets(self, Y: Any, n: int) -> torch.Tensor:
+        raise NotImplementedError(
+            f"output layer {type(self).__name__} must define prepare_targets(Y, n)")
+
+    def metric(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"output layer {type(self).__name__} must define metric(Y, T)")

@@ -1,0 +1,103 @@
+"""Convolution layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..autograd_bridge import layer_label
+from ..errors import LayerError
+from ..layer import Layer, Learnable
+from . import initializers
+from ._util import int_pair, positive_int
+
+__all__ = ["Convolution2d"]
+
+
+class Convolution2d(Layer):
+    r"""2-d convolution, MATLAB's ``convolution2dLayer(filter_size, num_filters)``.
+
+    .. math::  Z_{n,f} = b_f + \sum_c W_{f,c} \star X_{n,c}
+
+    Args:
+        filter_size: ``k`` or ``(kh, kw)``.
+        num_filters: ``F``, the number of output channels.
+        stride: ``s`` or ``(sh, sw)``, default 1.
+        padding: ``p``, ``(ph, pw)`` or ``"same"`` (output as large as the
+            input for stride 1), default 0.
+        num_channels: ``C``, inferred from the input when omitted.
+        weights_initializer, bias_initializer: see :mod:`layerlab.layers.initializers`
+            (default ``"glorot"`` and ``"zeros"``, as in MATLAB).
+
+    Shape: input ``(N, C, H, W)``, output ``(N, F, H', W')`` with
+    ``H' = floor((H + 2 ph - kh) / sh) + 1``. Learnables: ``weights``
+    ``(F, C, kh, kw)`` and ``bias`` ``(F,)``.
+    """
+
+    default_name = "conv"
+
+    def __init__(self, filter_size, num_filters: int, stride=1, padding=0,
+                 num_channels: int | None = None, weights_initializer="glorot",
+                 bias_initializer="zeros", name: str | None = None):
+        super().__init__(name=name, type="Convolution")
+        self.filter_size = int_pair(filter_size, "Convolution2d filter_size")
+        self.num_filters = positive_int(num_filters, "Convolution2d num_filters")
+        self.stride = int_pair(stride, "Convolution2d stride")
+        if padding == "same":
+            self.padding: tuple[int, int] | str = "same"
+        else:
+            self.padding = int_pair(padding, "Convolution2d padding", minimum=0)
+        initializers.check_initializer(weights_initializer, "Convolution2d weights_initializer")
+        initializers.check_initializer(bias_initializer, "Convolution2d bias_initializer")
+        self.weights_initializer = weights_initializer
+        self.bias_initializer = bias_initializer
+        self.description = (f"{self.num_filters} {self.filter_size[0]}x{self.filter_size[1]} "
+                            f"convolutions with stride {self.stride}")
+        if num_channels is not None:
+            self._create(positive_int(num_channels, "Convolution2d num_channels"))
+
+    def _create(self, channels: int) -> None:
+        kh, kw = self.filter_size
+        shape = (self.num_filters, channels, kh, kw)
+        what = f"layer {layer_label(self)}"
+        self.weights = Learnable(initializers.initialize(
+            self.weights_initializer, shape, kh * kw * channels, kh * kw * self.num_filters,
+            what + " weights"))
+        self.bias = Learnable(initializers.initialize(
+            self.bias_initializer, (self.num_filters,), kh * kw * channels,
+            kh * kw * self.num_filters, what + " bias"))
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        if len(size) != 3:
+            raise LayerError(f"layer {layer_label(self)}: expected images (C, H, W), "
+                             f"got input of size {size}")
+        if "weights" not in self._parameters:
+            self._create(size[0])
+        elif self.weights.shape[1] != size[0]:
+            raise LayerError(f"layer {layer_label(self)}: weights expect "
+                             f"{self.weights.shape[1]} input channels, got {size[0]} "
+                             f"(input size {size})")
+        ph, pw = (0, 0) if self.padding == "same" else self.padding
+        if size[1] + 2 * ph < self.filter_size[0] or size[2] + 2 * pw < self.filter_size[1]:
+            raise LayerError(f"layer {layer_label(self)}: filter {self.filter_size} is larger "
+                             f"than the padded input {size[1:]} ")
+
+    def _padding(self):
+        if self.padding != "same":
+            return self.padding
+        # "same" with any stride: pad (k-1)//2 on each side (MATLAB pads so
+        # that the output is ceil(H / stride)); for stride 1 this is exact
+        # for odd kernels, which PyTorch's padding="same" also requires.
+        kh, kw = self.filter_size
+        return ((kh - 1) // 2, (kw - 1) // 2)
+
+    def predict(self, X):
+        if X.dim() != 4 or X.shape[1] != self.weights.shape[1]:
+            raise LayerError(f"layer {layer_label(self)}: expected input (N, "
+                             f"{self.weights.shape[1]}, H, W), got {tuple(X.shape)}")
+        if self.padding == "same" and self.stride == (1, 1):
+            return F.conv2d(X, self.weights, self.bias, 1, "same")
+        return F.conv2d(X, self.weights, self.bias, self.stride, self._padding())

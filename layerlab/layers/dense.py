@@ -1,0 +1,72 @@
+"""Fully connected layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..autograd_bridge import layer_label
+from ..errors import LayerError
+from ..layer import Layer, Learnable
+from . import initializers
+from ._util import positive_int
+
+__all__ = ["FullyConnected"]
+
+
+class FullyConnected(Layer):
+    r"""Fully connected layer, MATLAB's ``fullyConnectedLayer(output_size)``.
+
+    .. math::  Z = X W^\top + b
+
+    An image input ``(N, C, H, W)`` is flattened to ``(N, C*H*W)`` first.
+
+    Args:
+        output_size: ``K``, the number of outputs.
+        input_size: ``D``, inferred from the input when omitted.
+        weights_initializer, bias_initializer: default ``"glorot"`` and ``"zeros"``.
+
+    Shape: input ``(N, D)`` or ``(N, *S)`` with ``prod(S) = D``; output
+    ``(N, K)``. Learnables: ``weights`` ``(K, D)``, ``bias`` ``(K,)``.
+    """
+
+    default_name = "fc"
+
+    def __init__(self, output_size: int, input_size: int | None = None,
+                 weights_initializer="glorot", bias_initializer="zeros",
+                 name: str | None = None):
+        super().__init__(name=name, type="Fully Connected")
+        self.output_size = positive_int(output_size, "FullyConnected output_size")
+        initializers.check_initializer(weights_initializer, "FullyConnected weights_initializer")
+        initializers.check_initializer(bias_initializer, "FullyConnected bias_initializer")
+        self.weights_initializer = weights_initializer
+        self.bias_initializer = bias_initializer
+        self.description = f"{self.output_size} fully connected outputs"
+        if input_size is not None:
+            self._create(positive_int(input_size, "FullyConnected input_size"))
+
+    def _create(self, d: int) -> None:
+        what = f"layer {layer_label(self)}"
+        self.weights = Learnable(initializers.initialize(
+            self.weights_initializer, (self.output_size, d), d, self.output_size, what + " weights"))
+        self.bias = Learnable(initializers.initialize(
+            self.bias_initializer, (self.output_size,), d, self.output_size, what + " bias"))
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        d = math.prod(size)
+        if "weights" not in self._parameters:
+            self._create(d)
+        elif self.weights.shape[1] != d:
+            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
+                             f"inputs, got {d} (input size {tuple(size)})")
+
+    def predict(self, X):
+        if X.dim() > 2:
+            X = X.flatten(1)
+        if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
+            raise LayerError(f"layer {layer_label(self)}: expected input with "
+                             f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
+        return F.linear(X, self.weights, self.bias)

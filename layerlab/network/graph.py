@@ -1,0 +1,226 @@
+"""Layer graphs: layers connected by name, MATLAB's ``layerGraph``.
+
+A list of layers is a chain; a :class:`LayerGraph` adds branches and merges
+(residual connections)::
+
+    g = LayerGraph([ImageInput((1, 28, 28)), Convolution2d(3, 16, padding="same", name="c1"),
+                    ReLU(name="r1"), Convolution2d(3, 16, padding="same", name="c2"),
+                    Addition(2, name="add"), ...])
+    g.connect("r1", "add/in2")       # the skip connection
+
+Ports: a layer with one input has the port ``"name/in"`` (``"name"`` for
+short); with several, ``"name/in1"``, ``"name/in2"``, ... Outputs likewise:
+``"name"`` or ``"name/out"``, ``"name/out1"``, ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Iterable
+
+from ..errors import NetworkError
+from ..layer import InputLayer, Layer, OutputLayer
+
+__all__ = ["LayerGraph", "default_layer_name"]
+
+
+def default_layer_name(layer: Layer) -> str:
+    """The base of a layer's automatic name: ``Convolution2d`` -> ``convolution2d``."""
+    base = getattr(type(layer), "default_name", None) or type(layer).__name__
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base).lower()
+
+
+def _input_ports(layer: Layer) -> list[str]:
+    return ["in"] if layer.num_inputs == 1 else [f"in{i + 1}" for i in range(layer.num_inputs)]
+
+
+def _output_ports(layer: Layer) -> list[str]:
+    return ["out"] if layer.num_outputs == 1 else [f"out{i + 1}" for i in range(layer.num_outputs)]
+
+
+class LayerGraph:
+    """A directed acyclic graph of layers.
+
+    Args:
+        layers: optional list of layers, added as a chain (each layer's
+            output feeds the next one's first input).
+    """
+
+    def __init__(self, layers: Iterable[Layer] | None = None):
+        self._layers: dict[str, Layer] = {}
+        # destination port "name/inK" -> source "name/outK"
+        self._edges: dict[str, str] = {}
+        if layers is not None:
+            self.add_layers(layers)
+
+    # -- building --------------------------------------------------------
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers.values())
+
+    @property
+    def connections(self) -> list[tuple[str, str]]:
+        """``(source, destination)`` pairs, e.g. ``("conv_1/out", "relu_1/in")``."""
+        return [(src, dst) for dst, src in self._edges.items()]
+
+    def layer(self, name: str) -> Layer:
+        try:
+            return self._layers[name]
+        except KeyError:
+            raise NetworkError(f"the graph has no layer named {name!r}; its layers are "
+                               f"{list(self._layers)}") from None
+
+    def _add(self, layer: Layer) -> str:
+        if not isinstance(layer, Layer):
+            raise NetworkError(f"expected a layerlab.Layer, got {type(layer).__name__} "
+                               f"({layer!r:.60})")
+        if any(existing is layer for existing in self._layers.values()):
+            raise NetworkError(f"layer {layer.name or type(layer).__name__!r} was added twice; "
+                               f"use a separate layer object for each place")
+        if not layer.name:
+            base = default_layer_name(layer)
+            i = 1
+            while f"{base}_{i}" in self._layers:
+                i += 1
+            layer.name = f"{base}_{i}"
+        elif layer.name in self._layers:
+            raise NetworkError(f"two layers are named {layer.name!r}: layer names must be unique")
+        self._layers[layer.name] = layer
+        return layer.name
+
+    def add_layers(self, layers: Iterable[Layer] | Layer) -> "LayerGraph":
+        """Add layers, connected one after another (not to existing layers)."""
+        if isinstance(layers, Layer):
+            layers = [layers]
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise NetworkError(f"expected a list of layers, got {type(layers).__name__}")
+        prev = None
+        for layer in layers:
+            name = self._add(layer)
+            if prev is not None:
+                self.connect(prev, name)
+            prev = name
+        return self
+
+    def _port(self, spec: str, outputs: bool) -> str:
+        if not isinstance(spec, str):
+            raise NetworkError(f"expected a layer or port name such as 'add/in2', got {spec!r}")
+        name, _, port = spec.partition("/")
+        layer = self.layer(name)
+        ports = _output_ports(layer) if outputs else _input_ports(layer)
+        if not port:
+            if len(ports) != 1:
+                raise NetworkError(f"layer {name!r} has {'outputs' if outputs else 'inputs'} "
+                                   f"{[f'{name}/{p}' for p in ports]}: name one")
+            port = ports[0]
+        if port not in ports:
+            raise NetworkError(f"layer {name!r} has no {'output' if outputs else 'input'} "
+                               f"{port!r}; it has {ports}")
+        return f"{name}/{port}"
+
+    def connect(self, source: str, destination: str) -> "LayerGraph":
+        """Connect an output (``"relu_1"``) to an input (``"add/in2"``)."""
+        src = self._port(source, outputs=True)
+        dst = self._port(destination, outputs=False)
+        if dst in self._edges:
+            raise NetworkError(f"input {dst!r} is already connected to {self._edges[dst]!r}; "
+                               f"disconnect it first")
+        self._edges[dst] = src
+        return self
+
+    def disconnect(self, source: str, destination: str) -> "LayerGraph":
+        src = self._port(source, outputs=True)
+        dst = self._port(destination, outputs=False)
+        if self._edges.get(dst) != src:
+            raise NetworkError(f"{src!r} is not connected to {dst!r}")
+        del self._edges[dst]
+        return self
+
+    def remove_layers(self, *names: str) -> "LayerGraph":
+        for n in names:
+            self.layer(n)
+            del self._layers[n]
+            self._edges = {d: s for d, s in self._edges.items()
+                           if not d.startswith(n + "/") and not s.startswith(n + "/")}
+        return self
+
+    # -- analysis --------------------------------------------------------
+    def sources_of(self, name: str) -> list[tuple[str, int]]:
+        """For each input of layer ``name``: (source layer, output index)."""
+        layer = self.layer(name)
+        out = []
+        for port in _input_ports(layer):
+            dst = f"{name}/{port}"
+            if dst not in self._edges:
+                raise NetworkError(f"input {dst!r} of layer {name!r} ({type(layer).__name__}) "
+                                   f"is not connected")
+            sname, sport = self._edges[dst].split("/")
+            idx = 0 if sport == "out" else int(sport[3:]) - 1
+            out.append((sname, idx))
+        return out
+
+    def topological_order(self) -> list[str]:
+        """Layer names so that every layer comes after its sources; raises a
+        :class:`NetworkError` naming the layers of a cycle."""
+        deps = {n: [s for s, _ in self.sources_of(n)] if not isinstance(l, InputLayer) else []
+                for n, l in self._layers.items()}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: list[str]) -> None:
+            if state.get(n) == 2:
+                return
+            if state.get(n) == 1:
+                cycle = path[path.index(n):] + [n]
+                raise NetworkError(f"the graph has a cycle: {' -> '.join(cycle)}")
+            state[n] = 1
+            for d in deps[n]:
+                visit(d, path + [n])
+            state[n] = 2
+            order.append(n)
+
+        for n in self._layers:
+            visit(n, [])
+        return order
+
+    def validate(self) -> list[str]:
+        """Check the structure; return the topological order.
+
+        Errors: no layers; an input layer that is not first or a non-input
+        layer with an unconnected input; a cycle; outputs that feed nothing
+        (other than the network's final layer); an output layer that is not
+        last.
+        """
+        if not self._layers:
+            raise NetworkError("the network has no layers")
+        order = self.topological_order()
+        inputs = [n for n, l in self._layers.items() if isinstance(l, InputLayer)]
+        if not inputs:
+            raise NetworkError("the network has no input layer (e.g. ImageInput((1, 28, 28))) "
+                               "as its first layer")
+        for n in inputs:
+            if any(d.startswith(n + "/") for d in self._edges):
+                raise NetworkError(f"input layer {n!r} cannot take inputs")
+        consumers: dict[str, list[str]] = defaultdict(list)
+        for dst, src in self._edges.items():
+            consumers[src].append(dst)
+        sinks = []
+        for n, layer in self._layers.items():
+            unused = [f"{n}/{p}" for p in _output_ports(layer) if f"{n}/{p}" not in consumers]
+            if isinstance(layer, OutputLayer):
+                if len(unused) != len(_output_ports(layer)):
+                    raise NetworkError(f"output layer {n!r} must be the last layer, but it "
+                                       f"feeds {consumers[f'{n}/out']}")
+                sinks.append(n)
+            elif unused:
+                sinks.append(n)
+                if len(unused) != len(_output_ports(layer)):
+                    raise NetworkError(f"output(s) {unused} of layer {n!r} are not connected")
+        if len(sinks) != 1:
+            raise NetworkError(f"the network must end in one layer, but these layers' outputs "
+                               f"are not connected to anything: {sinks}")
+        return order
+
+    def __repr__(self) -> str:
+        return f"LayerGraph({len(self._layers)} layers, {len(self._edges)} connections)"

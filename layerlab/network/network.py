@@ -1,0 +1,221 @@
+"""A network: layers, connected, sized and ready to run.
+
+:class:`Network` turns a list of layers or a :class:`LayerGraph` into a
+``torch.nn.Module``: it validates the graph, infers every layer's input size
+(calling each layer's ``initialize``), and runs the layers in topological
+order, in training (``forward``, hand-written ``backward`` bridged into
+autograd) or in inference (``predict``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..autograd_bridge import layer_label, run_layer
+from ..errors import DataError, LayerlabError, NetworkError
+from ..layer import InputLayer, Layer, OutputLayer
+from .graph import LayerGraph
+
+__all__ = ["Network", "as_network"]
+
+
+class Network(torch.nn.Module):
+    """Layers connected into a runnable network.
+
+    Args:
+        layers: a list of layers (a chain) or a :class:`LayerGraph`.
+
+    Attributes:
+        layers: the layers in execution order (a ``ModuleList``).
+        input_layer, output_layer: the first layer and the loss layer (or
+            ``None`` for a network without a loss).
+        sizes: the output size (one observation) of each layer, by name.
+        classes: the class labels of a classification network.
+    """
+
+    def __init__(self, layers: Sequence[Layer] | LayerGraph):
+        super().__init__()
+        graph = layers if isinstance(layers, LayerGraph) else LayerGraph(layers)
+        order = graph.validate()
+        self.graph = graph
+        self.layers = torch.nn.ModuleList([graph.layer(n) for n in order])
+        index = {n: i for i, n in enumerate(order)}
+        # For each layer: (index of source layer, output index) per input.
+        self._plan: list[tuple[tuple[int, int], ...]] = []
+        for n in order:
+            layer = graph.layer(n)
+            srcs = () if isinstance(layer, InputLayer) else tuple(
+                (index[s], k) for s, k in graph.sources_of(n))
+            self._plan.append(srcs)
+        inputs = [l for l in self.layers if isinstance(l, InputLayer)]
+        if len(inputs) != 1:
+            raise NetworkError(f"networks with {len(inputs)} input layers are not supported; "
+                               f"found {[l.name for l in inputs]}")
+        self.input_layer: InputLayer = inputs[0]
+        last = self.layers[-1]
+        self.output_layer: OutputLayer | None = last if isinstance(last, OutputLayer) else None
+        # Softmax followed by cross-entropy: training takes the loss from the
+        # softmax's input (F.cross_entropy), which is exact and faster.
+        from ..layers.output import Softmax  # local: layers import network-free modules only
+        self._fuse_softmax = bool(
+            self.output_layer is not None and hasattr(self.output_layer, "loss_from_logits")
+            and len(self.layers) >= 2 and isinstance(self.layers[-2], Softmax)
+            and self._plan[-1] == ((len(self.layers) - 2, 0),))
+        self.sizes: dict[str, tuple[tuple[int, ...], ...]] = {}
+        self._infer_sizes()
+
+    # -- construction ----------------------------------------------------
+    def _infer_sizes(self) -> None:
+        """Initialise each layer for its input size and record output sizes,
+        running ``predict`` on a small batch of zeros."""
+        outputs: list[tuple[torch.Tensor, ...]] = []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for i, (layer, srcs) in enumerate(zip(self.layers, self._plan)):
+                    if isinstance(layer, InputLayer):
+                        x = torch.zeros((2, *layer.input_size))
+                        xs = (x,)
+                    else:
+                        xs = tuple(outputs[j][k] for j, k in srcs)
+                    sizes = [tuple(x.shape[1:]) for x in xs]
+                    where = "" if not srcs else " from " + ", ".join(
+                        f"'{self.layers[j].name}'" for j, _ in srcs)
+                    try:
+                        layer.initialize(sizes)
+                        p = next(iter(self.parameters()), None)
+                        if p is not None:
+                            layer.to(p.device)
+                        z = run_layer(layer, xs, training=False)
+                    except LayerlabError as exc:
+                        raise NetworkError(f"{exc}" if "layer '" in str(exc) else
+                                           f"layer {layer_label(layer)}: {exc}") from exc
+                    except Exception as exc:  # noqa: BLE001 - user code: add context
+                        desc = ", ".join(str(s) for s in sizes)
+                        raise NetworkError(
+                            f"layer {layer_label(layer)} cannot take input of size {desc}"
+                            f"{where}: {type(exc).__name__}: {exc}") from exc
+                    zs = z if isinstance(z, tuple) else (z,)
+                    outputs.append(zs)
+                    self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in zs)
+        finally:
+            self.train(was_training)
+
+    # -- queries ---------------------------------------------------------
+    def layer(self, name: str) -> Layer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise NetworkError(f"the network has no layer named {name!r}; its layers are "
+                           f"{[l.name for l in self.layers]}")
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return self.input_layer.input_size
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return getattr(self.output_layer, "classes", None)
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def fuses_softmax(self) -> bool:
+        return self._fuse_softmax
+
+    # -- running ---------------------------------------------------------
+    def forward(self, X: torch.Tensor, until: int | None = None,  # type: ignore[override]
+                logits: bool = False) -> torch.Tensor:
+        """The network's output (the input of its loss layer), in training or
+        inference according to ``self.training``.
+
+        ``logits=True`` stops before a final softmax (used by training with
+        the fused cross-entropy). ``until`` returns the output of layer
+        number ``until`` instead.
+        """
+        stop = len(self.layers) if self.output_layer is None else len(self.layers) - 1
+        if logits and self._fuse_softmax:
+            stop -= 1
+        if until is not None:
+            stop = until + 1
+        values: list[Any] = [None] * stop
+        training = self.training
+        for i in range(stop):
+            layer = self.layers[i]
+            srcs = self._plan[i]
+            if not srcs:
+                xs = (X,)
+            else:
+                xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
+                           for j, k in srcs)
+            values[i] = run_layer(layer, xs, training)
+        return values[stop - 1]
+
+    def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
+        """The output layer's loss for output ``Y`` (logits when ``from_logits``)."""
+        if self.output_layer is None:
+            raise NetworkError("the network has no output layer (e.g. Classification()) "
+                               "to compute a loss")
+        if from_logits and self._fuse_softmax:
+            return self.output_layer.loss_from_logits(Y, T)  # type: ignore[attr-defined]
+        return self.output_layer.loss(Y, T)
+
+    def predict(self, X, mini_batch_size: int = 1024):
+        """Outputs (e.g. class scores ``(N, K)``) for inputs ``X``, processed
+        in mini-batches in inference mode. Returns a NumPy array for NumPy
+        input and a tensor for tensor input."""
+        from ..data import as_input_tensor
+        was_tensor = isinstance(X, torch.Tensor)
+        Xt = as_input_tensor(X, self.input_size, "predict X")
+        was_training = self.training
+        self.eval()
+        device = self.device
+        outs = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, Xt.shape[0], mini_batch_size):
+                    xb = Xt[start:start + mini_batch_size].to(device, non_blocking=True)
+                    outs.append(self(xb))
+        finally:
+            self.train(was_training)
+        Y = torch.cat(outs) if outs else torch.empty(0)
+        return Y if was_tensor else Y.cpu().numpy()
+
+    def classify(self, X, mini_batch_size: int = 1024) -> np.ndarray:
+        """Predicted labels, of the training labels' kind."""
+        if self.classes is None:
+            raise NetworkError("classify needs a trained classification network "
+                               "(its Classification layer has no classes yet)")
+        scores = self.predict(torch.as_tensor(X) if not isinstance(X, torch.Tensor) else X,
+                              mini_batch_size)
+        idx = scores.argmax(dim=1).cpu().numpy()
+        return np.asarray(self.classes)[idx]
+
+    def __repr__(self) -> str:
+        rows = [f"  {i + 1:>3} {l.name:<20} {type(l).__name__:<22} -> "
+                f"{', '.join(str(s) for s in self.sizes.get(l.name, ()))}"
+                for i, l in enumerate(self.layers)]
+        return "Network(\n" + "\n".join(rows) + "\n)"
+
+
+def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:
+    """A :class:`Network` from a list of layers, a graph or a network."""
+    if isinstance(layers, Network):
+        return layers
+    if isinstance(layers, Layer):
+        raise NetworkError("expected a list of layers, got a single layer "
+                           f"{layer_label(layers)}: wrap it in [ ]")
+    if not isinstance(layers, (LayerGraph, list, tuple)):
+        raise NetworkError(f"expected a list of layers or a LayerGraph, "
+                           f"got {type(layers).__name__}")
+    return Network(layers)

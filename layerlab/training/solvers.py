@@ -1,0 +1,87 @@
+"""The solvers: MATLAB's SGDM update, and PyTorch's Adam and RMSprop.
+
+SGDM as in MATLAB (velocities start at 0; ``lr`` and ``l2`` already include
+each parameter's learn-rate and L2 factors):
+
+.. math::
+    v \\leftarrow m\\,v - \\mathrm{lr}\\,(\\nabla L + \\mathrm{l2}\\,W), \\qquad W \\leftarrow W + v
+
+The velocity holds the learning rate, so after a drop in the learning rate
+the momentum still carries the earlier steps at their old size (PyTorch's
+SGD instead rescales them); with a constant learning rate both agree.
+Adam and RMSprop are PyTorch's, whose ``weight_decay`` adds ``l2 * W`` to the
+gradient as MATLAB's L2 regularization does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ..network.network import Network
+from .options import TrainingOptions
+
+__all__ = ["SGDM", "make_optimizer", "set_base_learn_rate"]
+
+
+class SGDM(torch.optim.Optimizer):
+    """Stochastic gradient descent with momentum, MATLAB's convention."""
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            vel = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                vel.append(state["velocity"])
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            torch._foreach_mul_(vel, group["momentum"])
+            torch._foreach_add_(vel, grads, alpha=-group["lr"])
+            torch._foreach_add_(params, vel)
+        return loss
+
+
+def make_optimizer(net: Network, opts: TrainingOptions) -> torch.optim.Optimizer | None:
+    """One parameter group per (learn-rate factor, L2 factor); frozen
+    learnables are left out. Each group keeps its ``lr_factor`` so that
+    :func:`set_base_learn_rate` can apply a schedule. ``None`` when every
+    learnable is frozen."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = defaultdict(list)
+    for layer in net.layers:
+        for name, p in layer.learnables().items():
+            if p.requires_grad:
+                groups[(layer.learn_rate_factor(name), layer.l2_factor(name))].append(p)
+    lr = opts.initial_learn_rate
+    param_groups = [dict(params=ps, lr=lr * lrf, lr_factor=lrf,
+                         weight_decay=opts.l2_regularization * l2f)
+                    for (lrf, l2f), ps in groups.items()]
+    if not param_groups:
+        return None  # nothing to learn (every learnable frozen)
+    if opts.solver == "sgdm":
+        return SGDM(param_groups, lr=lr, momentum=opts.momentum)
+    if opts.solver == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, eps=opts.epsilon, foreach=True,
+                                betas=(opts.gradient_decay_factor,
+                                       opts.squared_gradient_decay_factor))
+    return torch.optim.RMSprop(param_groups, lr=lr, alpha=opts.squared_gradient_decay_factor,
+                               eps=opts.epsilon, foreach=True)
+
+
+def set_base_learn_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_factor", 1.0)
