@@ -22,15 +22,22 @@ import layerlab as ll
 
 
 class SeedELU(ll.Layer):
-    """The seed post's eluLayer: ELU with one learnable alpha per channel.
+    """The seed post's eluLayer: ELU with one alpha per channel.
 
     Z = X where X > 0, alpha * (exp(X) - 1) where X <= 0.
+
+    ``alpha=None`` draws the initial values uniformly in [0, 1) as the post
+    does; ``learnable=False`` is the Revisited post's fixed-alpha ELU, which
+    needs no second class here.
     """
 
-    def __init__(self, num_channels: int, name: str | None = None):
+    def __init__(self, num_channels: int, alpha: float | None = None,
+                 learnable: bool = True, name: str | None = None):
         super().__init__(name=name, type="Exponential Linear Unit",
                          description=f"Exponential linear unit with {num_channels} channels")
-        self.alpha = ll.Learnable(torch.rand(num_channels, 1, 1))   # rand(1,1,C) in MATLAB
+        value = torch.rand(num_channels, 1, 1) if alpha is None else \
+            torch.full((num_channels, 1, 1), float(alpha))          # rand(1,1,C) in MATLAB
+        self.alpha = ll.Learnable(value, learnable=learnable)
 
     def predict(self, X):
         return X.clamp(min=0) + self.alpha * (torch.exp(X.clamp(max=0)) - 1)
@@ -41,7 +48,9 @@ class SeedELU(ll.Layer):
 
     def backward(self, X, Z, dLdZ, memory):
         dLdX = dLdZ * torch.where(X > 0, 1.0, self.alpha + Z)
-        dLdAlpha = (memory * dLdZ).sum(dim=(0, 2, 3)).view(-1, 1, 1)  # summed over N, H, W
+        dLdAlpha = None
+        if self.needs_gradient("alpha"):                              # not when frozen
+            dLdAlpha = (memory * dLdZ).sum(dim=(0, 2, 3)).view(-1, 1, 1)  # over N, H, W
         return dLdX, dLdAlpha
 
 

@@ -194,11 +194,11 @@ class LayerGraph:
         """
         if not self._layers:
             raise NetworkError("the network has no layers")
-        order = self.topological_order()
         inputs = [n for n, l in self._layers.items() if isinstance(l, InputLayer)]
         if not inputs:
             raise NetworkError("the network has no input layer (e.g. ImageInput((1, 28, 28))) "
                                "as its first layer")
+        order = self.topological_order()
         for n in inputs:
             if any(d.startswith(n + "/") for d in self._edges):
                 raise NetworkError(f"input layer {n!r} cannot take inputs")

@@ -1,0 +1,25 @@
+"""Shared test fixtures: small deterministic data, quiet training options."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# Two cores: keep PyTorch from oversubscribing when tests run in parallel.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits_small():
+    """1000 training and 500 test digits (a slice of the standard sets)."""
+    from layerlab.datasets import digits_test, digits_train
+    Xtr, Ytr, _ = digits_train()
+    Xte, Yte, _ = digits_test()
+    return Xtr[:1000], Ytr[:1000], Xte[:500], Yte[:500]
