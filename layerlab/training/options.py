@@ -100,7 +100,7 @@ def validate(opts: TrainingOptions) -> None:
         raise OptionError(f"training option 'verbose': expected True or False, "
                           f"got {opts.verbose!r}")
     _number(opts, "verbose_frequency", 1, integer=True)
-    _choice(opts, "execution_environment", ("auto", "cpu", "gpu"))
+    _choice(opts, "execution_environment", ("auto", "cpu", "gpu", "parallel", "multi-gpu"))
     if opts.seed is not None:
         _number(opts, "seed", 0, integer=True)
 

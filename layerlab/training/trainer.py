@@ -19,6 +19,7 @@ from ..network.network import Network, as_network
 from .options import TrainingOptions, training_options
 from .solvers import make_optimizer, set_base_learn_rate
 from .table import VerboseTable
+from . import distributed
 
 __all__ = ["train_network", "TrainingInfo", "select_device"]
 
@@ -58,6 +59,13 @@ def select_device(environment: str) -> torch.device:
                               "but PyTorch sees no GPU; use 'auto' or 'cpu'")
         return torch.device("cuda")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _where(device: torch.device, ctx) -> str:
+    if ctx is not None:
+        kind = "GPUs" if device.type == "cuda" else "CPU processes"
+        return f"Training on {ctx.world_size} {kind} (DistributedDataParallel)."
+    return "Training on single GPU." if device.type == "cuda" else "Training on CPU."
 
 
 def _base_learn_rate(opts: TrainingOptions, epoch: int) -> float:
@@ -116,14 +124,19 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
     per_epoch = n // B
     total = per_epoch * opts.max_epochs
 
-    device = select_device(opts.execution_environment)
+    ctx = None
+    if opts.execution_environment in distributed.ENVIRONMENTS:
+        ctx = distributed.setup(opts.execution_environment, B)
+        device = ctx.device
+    else:
+        device = select_device(opts.execution_environment)
+    verbose = opts.verbose and (ctx is None or ctx.is_main)
     net.to(device)
     Xt, T = Xt.to(device), T.to(device)
-    if opts.verbose:
-        print("Training on single GPU." if device.type == "cuda" else "Training on CPU.",
-              file=stream)
+    if verbose:
+        print(_where(device, ctx), file=stream)
     if net.input_layer.needs_normalization_data:
-        if opts.verbose:
+        if verbose:
             print("Initializing image normalization." if len(net.input_size) == 3
                   else "Initializing input normalization.", file=stream)
         with torch.no_grad():
@@ -131,8 +144,10 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
 
     optimizer = make_optimizer(net, opts)
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(opts.seed if opts.seed is not None else
-                    int(torch.randint(0, 2**62, (1,)).item()))
+    shuffle_seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**62, (1,)))
+    if ctx is not None:   # every process must shuffle alike
+        shuffle_seed = int(ctx.broadcast_from_main(torch.tensor([shuffle_seed]))[0])
+    gen.manual_seed(shuffle_seed)
 
     def shuffled(x, t):
         perm = torch.randperm(n, generator=gen).to(device)
@@ -147,9 +162,11 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
     epochs = np.zeros(total, dtype=np.int64)
     out = net.output_layer
     table = VerboseTable(out.metric_name, out.metric_is_percentage, stream=stream)
-    if opts.verbose:
+    if verbose:
         table.start()
 
+    # DDP wraps the network for the training steps; `net` stays the plain one
+    model = ctx.wrap(net) if ctx is not None else net
     net.train()
     start = time.perf_counter()
     it = 0
@@ -160,9 +177,9 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
         if optimizer is not None:
             set_base_learn_rate(optimizer, lr)
         for b in range(per_epoch):
-            xb = Xt[b * B:(b + 1) * B]
-            tb = T[b * B:(b + 1) * B]
-            Yb = net(xb, logits=True)
+            rows = slice(b * B, (b + 1) * B) if ctx is None else ctx.shard(b * B, (b + 1) * B)
+            xb, tb = Xt[rows], T[rows]
+            Yb = model(xb, logits=True)
             loss = net.loss(Yb, tb, from_logits=True)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -176,12 +193,19 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
             it += 1
             if opts.verbose and (it == 1 or it % opts.verbose_frequency == 0 or it == total):
                 elapsed = time.perf_counter() - start
-                table.row(epoch, it, elapsed, float(losses[it - 1]), float(metrics[it - 1]), lr)
+                row = torch.stack([losses[it - 1], metrics[it - 1]])
+                if ctx is not None:  # every process takes part; rank 0 prints
+                    row = ctx.mean(row)
+                if verbose:
+                    table.row(epoch, it, elapsed, float(row[0]), float(row[1]), lr)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    if opts.verbose:
+    if verbose:
         table.end()
+    if ctx is not None:
+        losses, metrics = ctx.mean(losses), ctx.mean(metrics)
+        ctx.close()
     net.eval()
     scale = 100.0 if out.metric_is_percentage else 1.0
     info = TrainingInfo(training_loss=losses.cpu().numpy(),
