@@ -87,8 +87,13 @@ class _HandWrittenBackward(torch.autograd.Function):
         ctx.layer = layer
         ctx.n_in = n_in
         ctx.n_out = len(Zs)
-        ctx.shapes = [(tuple(a.shape), a.dtype) for a in args]
-        ctx.save_for_backward(*X, *Zs, *mem_tensors)
+        ctx.shapes = [(a.shape, a.dtype) for a in args]
+        # keep only what backward reads (Layer.backward_uses), so that an
+        # unused input or output is not held alive until the backward pass
+        uses = layer.backward_uses
+        ctx.keeps = ("X" in uses, "Z" in uses)
+        ctx.save_for_backward(*(X if ctx.keeps[0] else ()), *(Zs if ctx.keeps[1] else ()),
+                              *(mem_tensors if "memory" in uses else ()))
         return Zs if layer.num_outputs > 1 else Zs[0]
 
     @staticmethod
@@ -96,23 +101,35 @@ class _HandWrittenBackward(torch.autograd.Function):
     def backward(ctx, *dLdZ):  # type: ignore[override]
         layer = ctx.layer
         saved = ctx.saved_tensors
-        n_in, n_out = ctx.n_in, ctx.n_out
-        X = saved[:n_in]
-        Z = saved[n_in:n_in + n_out]
-        memory = _unflatten(ctx.mem_spec, saved[n_in + n_out:])
+        n_in = ctx.n_in if ctx.keeps[0] else 0
+        n_out = ctx.n_out if ctx.keeps[1] else 0
+        X = saved[:n_in] if n_in else (None,) * ctx.n_in
+        Z = saved[n_in:n_in + n_out] if n_out else (None,) * ctx.n_out
+        rest = saved[n_in + n_out:]
+        memory = _unflatten(ctx.mem_spec, rest) if "memory" in layer.backward_uses else None
         layer._needs = ctx.needs_input_grad[2:]
         try:
             grads = layer.backward(*X, *Z, *dLdZ, memory)
         finally:
             layer._needs = None
-        grads = _check_gradients(layer, grads, ctx.shapes, n_in)
+        grads = _check_gradients(layer, grads, ctx.shapes, ctx.n_in)
         return (None, None, *grads)
 
 
+def _gradient_names(layer, n_in: int) -> list[str]:
+    return [f"dLdX{i + 1}" if n_in > 1 else "dLdX" for i in range(n_in)] + \
+           [f"dLd{n}" for n in layer.learnable_names]
+
+
 def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
-    names = [f"dLdX{i + 1}" if n_in > 1 else "dLdX" for i in range(n_in)] + \
-            [f"dLd{n}" for n in layer.learnable_names]
+    # runs every training step: the common case (right shapes and dtypes)
+    # costs a few comparisons; names are built only for an error message
     expected = len(shapes)
+    if isinstance(grads, (tuple, list)) and len(grads) == expected and all(
+            g is None or (isinstance(g, torch.Tensor) and g.shape == shape and g.dtype == dtype)
+            for g, (shape, dtype) in zip(grads, shapes)):
+        return list(grads)
+    names = _gradient_names(layer, n_in)
     if isinstance(grads, torch.Tensor) or grads is None:
         grads = (grads,)
     if not isinstance(grads, (tuple, list)) or len(grads) != expected:
@@ -128,9 +145,9 @@ def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
         if not isinstance(g, torch.Tensor):
             raise LayerError(f"layer {layer_label(layer)}: backward's {name} must be a tensor "
                              f"or None, got {type(g).__name__}")
-        if tuple(g.shape) != shape:
+        if g.shape != shape:
             raise LayerError(f"layer {layer_label(layer)}: backward's {name} has size "
-                             f"{tuple(g.shape)}, expected {shape}")
+                             f"{tuple(g.shape)}, expected {tuple(shape)}")
         if g.dtype != dtype:
             raise LayerError(f"layer {layer_label(layer)}: backward's {name} is {g.dtype}, "
                              f"expected {dtype} like its input")

@@ -141,6 +141,11 @@ class Layer(torch.nn.Module):
       depends on the other observations in the batch (batch normalization
       in training).
     * ``is_stochastic`` (default False): training output is random.
+    * ``backward_uses`` (default ``("X", "Z", "memory")``): what training
+      keeps for ``backward``. A layer whose backward reads neither its input
+      nor its output leaves them out (e.g. ``("X", "memory")``) so that they
+      are not kept alive for the backward pass; backward then receives
+      ``None`` in their place.
     * ``default_name``: the base of the automatic name a network gives an
       unnamed layer ("conv" -> "conv_1"); default: the class name in
       snake case.
@@ -151,6 +156,7 @@ class Layer(torch.nn.Module):
     differs_in_training: bool = False
     couples_observations: bool = False
     is_stochastic: bool = False
+    backward_uses: tuple[str, ...] = ("X", "Z", "memory")
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -334,7 +340,10 @@ class Layer(torch.nn.Module):
 
     @property
     def has_backward(self) -> bool:
-        """Whether the class defines its own ``backward``."""
+        """Whether the layer's own ``backward`` is used: by default, whether
+        the class defines one. A layer may override this property to choose
+        per instance (``BatchNormalization(backward="native")`` lets
+        autograd differentiate PyTorch's fused op instead)."""
         return type(self).backward is not Layer.backward
 
     def backward(self, *args):

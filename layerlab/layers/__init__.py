@@ -1,14 +1,22 @@
 """Built-in layers, one family per module. Every one is written with the
 public :class:`layerlab.Layer` contract, exactly as a user would."""
 
-from .activation import ELU, ReLU
+from .activation import (CReLU, ELU, FullyConnectedMaxout, LeakyReLU, Maxout, PReLU, ReLU,
+                         Sigmoid, Tanh)
 from .convolution import Convolution2d
 from .dense import FullyConnected
-from .input import ImageInput
-from .normalization import BatchNormalization
-from .output import Classification, Softmax
+from .dropout import Dropout, SpatialDropout
+from .input import FeatureInput, ImageInput
+from .merge import Addition, Concatenation
+from .normalization import BatchNormalization, LayerNormalization
+from .output import Classification, Regression, Softmax
+from .pooling import AveragePooling2d, GlobalAveragePooling2d, MaxPooling2d
 from . import initializers
 from .initializers import Gaussian
 
-__all__ = ["ELU", "ReLU", "Convolution2d", "FullyConnected", "ImageInput",
-           "BatchNormalization", "Classification", "Softmax", "initializers", "Gaussian"]
+__all__ = ["ELU", "ReLU", "LeakyReLU", "PReLU", "CReLU", "Maxout", "FullyConnectedMaxout",
+           "Tanh", "Sigmoid", "Convolution2d", "FullyConnected", "Dropout", "SpatialDropout",
+           "ImageInput", "FeatureInput", "Addition", "Concatenation",
+           "BatchNormalization", "LayerNormalization", "Classification", "Regression",
+           "Softmax", "MaxPooling2d", "AveragePooling2d", "GlobalAveragePooling2d",
+           "initializers", "Gaussian"]

@@ -1,10 +1,19 @@
-"""Activation layers: element-wise nonlinearities.
+"""Activation layers: the rectifiers of the lecture "Going deeper" and the
+classic squashing functions.
 
-Each maps ``(N, C, *)`` to the same shape. Per-channel parameters have
-shape ``(C,)``; a single shared parameter has shape ``(1,)``.
+Element-wise ones (ReLU, LeakyReLU, PReLU, ELU, Tanh, Sigmoid) map
+``(N, C, *)`` to the same shape; CReLU doubles the channels and Maxout
+divides them by its number of pieces. Per-channel parameters have shape
+``(C,)``; a single shared parameter has shape ``(1,)``.
+
+The hand-written backwards avoid ``torch.where`` and comparisons where a
+cheaper exact form exists (e.g. ``[X > 0]`` as ``sign(X)`` clamped at 0):
+on CPU those are several times slower than arithmetic (``bench/layers.py``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +21,11 @@ import torch.nn.functional as F
 from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer, Learnable
+from . import initializers
 from ._util import per_channel, positive_int, sum_per_channel
 
-__all__ = ["ReLU", "ELU"]
+__all__ = ["ReLU", "ELU", "LeakyReLU", "PReLU", "CReLU", "Maxout", "FullyConnectedMaxout",
+           "Tanh", "Sigmoid"]
 
 
 class ReLU(Layer):
@@ -56,10 +67,15 @@ class ELU(Layer):
 
     Shape: ``(N, C, *)`` to the same. Learnable ``alpha``: ``(C,)`` or ``(1,)``.
     The training forward keeps ``exp(min(X, 0)) - 1`` as its memory (the
-    reader's faster variant in the seed post).
+    reader's faster variant in the seed post); backward reads X and the
+    memory only (``backward_uses``), so Z is not kept for it. Forward plus
+    backward is about 3x faster than the autograd composite written with
+    clamp and exp, and keeps 2/3 of its bytes (``bench/layers.py``).
     """
 
     default_name = "elu"
+    # backward reads X (its sign) and the memory, never Z: Z is not kept
+    backward_uses = ("X", "memory")
 
     def __init__(self, num_channels: int | None = None, alpha: float = 1.0,
                  learnable: bool | None = None, name: str | None = None):
@@ -83,22 +99,384 @@ class ELU(Layer):
                              f"channels, got input of size {tuple(X.shape)}")
         return per_channel(self.alpha, X)
 
+    # Speed (bench/seed_network.py, bench/layers.py): every pass over a
+    # 128x20x24x24 tensor costs about as much as the arithmetic, so the
+    # kernels below are few, mostly in place, and avoid boolean masks and
+    # torch.where, which are several times slower than float arithmetic on
+    # CPU (F.elu is too: it costs more than clamp + exp).
+    @staticmethod
+    def _exp_min_0_minus_1(X):
+        """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows."""
+        return X.clamp(max=0).exp_().sub_(1)
+
     def predict(self, X):
-        m = F.elu(X).clamp(max=0)           # exp(min(X, 0)) - 1, without overflow
-        return torch.addcmul(torch.relu(X), self._a(X), m)
+        return torch.addcmul(torch.relu(X), self._a(X), self._exp_min_0_minus_1(X))
 
     def forward(self, X):
-        m = F.elu(X).clamp_(max=0)
+        m = self._exp_min_0_minus_1(X)
         return torch.addcmul(torch.relu(X), self._a(X), m), m
 
     def backward(self, X, Z, dLdZ, memory):
         a = self._a(X)
+        need_x, need_alpha = self.needs_gradient(0), self.needs_gradient("alpha")
+        gm = dLdZ * memory if need_x or need_alpha else None    # dL/dZ (e^min(X,0) - 1)
+        dLdAlpha = None
+        if need_alpha:
+            g = sum_per_channel(gm)
+            dLdAlpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
+        dLdX = None
+        if need_x:
+            # With T = dL/dZ where X > 0 (else 0; ReLU's derivative, a float
+            # kernel) and G e^min(X,0) = G + G m:
+            #   dL/dX = T + alpha (G + G m - T)
+            # is G where X > 0 (m = 0 there) and alpha G e^X where X <= 0.
+            T = torch.ops.aten.threshold_backward(dLdZ, X, 0)
+            dLdX = T.addcmul_(a, gm.add_(dLdZ).sub_(T))
+        return dLdX, dLdAlpha
+
+
+class LeakyReLU(Layer):
+    r"""Leaky rectified linear unit with a fixed or a learnable scale
+    (Maas et al. 2013; learnable per channel: PReLU, He et al. 2015).
+
+    .. math::
+        Z = \max(0, X) + a \min(0, X) =
+            \begin{cases} X & X > 0 \\ a X & X \le 0 \end{cases}
+
+    Hand-written backward:
+
+    .. math::
+        \frac{\partial L}{\partial X} = \frac{\partial L}{\partial Z}
+            \begin{cases} 1 & X > 0 \\ a & X \le 0 \end{cases},
+        \qquad
+        \frac{\partial L}{\partial a} = \sum_{n,h,w}
+            \frac{\partial L}{\partial Z} \min(0, X)
+
+    (summed over the channels too when ``a`` is shared).
+
+    Args:
+        scale: ``a``, the slope for negative inputs, default 0.01 (MATLAB's
+            ``leakyReluLayer``); the initial value when learnable.
+        learnable: whether ``a`` is trained (default False: a fixed slope).
+            Changeable later with ``freeze`` / ``unfreeze``.
+        num_channels: ``C``: one slope per channel. Omitted: one slope shared
+            by all channels.
+
+    Shape: ``(N, C, *)`` to the same. Learnable ``scale``: ``(C,)`` or ``(1,)``.
+    """
+
+    default_name = "leakyrelu"
+    # PReLU creates one slope per channel once it knows the channels
+    _per_channel = False
+
+    def __init__(self, scale: float = 0.01, learnable: bool = False,
+                 num_channels: int | None = None, name: str | None = None):
+        super().__init__(name=name, type="Leaky ReLU")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+            raise LayerError(f"{type(self).__name__} scale: expected a number, got {scale!r}")
+        self.initial_scale = float(scale)
+        self.learnable = bool(learnable)
+        self.description = (f"Leaky ReLU with {'learnable' if learnable else 'fixed'} "
+                            f"scale {scale}")
+        if num_channels is not None:
+            self._create(positive_int(num_channels, f"{type(self).__name__} num_channels"))
+        elif not self._per_channel:
+            self._create(1)
+
+    def _create(self, c: int) -> None:
+        self.scale = Learnable(torch.full((c,), self.initial_scale), learnable=self.learnable)
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        if "scale" not in self._parameters:
+            if len(size) < 1:
+                raise LayerError(f"layer {layer_label(self)}: expected input (C, ...) with "
+                                 f"channels, got input of size {tuple(size)}")
+            self._create(size[0])
+        elif self.scale.numel() not in (1, size[0] if size else -1):
+            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+                             f"channels, got input of size {tuple(size)}")
+
+    def _check(self, X):
+        if "scale" not in self._parameters:
+            raise LayerError(f"layer {layer_label(self)}: the number of channels is not known "
+                             f"yet; give num_channels or put the layer in a network")
+        if X.dim() < 2 or self.scale.numel() not in (1, X.shape[1]):
+            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+                             f"channels, got input of size {tuple(X.shape)}")
+
+    def predict(self, X):
+        self._check(X)
+        # F.prelu is max(0, X) + a * min(0, X) with a of size (1,) or (C,)
+        return F.prelu(X, self.scale)
+
+    def forward(self, X):
+        return self.predict(X), None
+
+    def backward(self, X, Z, dLdZ, memory):
+        a = per_channel(self.scale, X)
         dLdX = None
         if self.needs_gradient(0):
-            # alpha * exp(X) = alpha + Z where X <= 0; 1 where X > 0
-            dLdX = torch.where(X > 0, dLdZ, dLdZ * torch.addcmul(a, a, memory))
-        dLdAlpha = None
-        if self.needs_gradient("alpha"):
-            g = sum_per_channel(dLdZ * memory)
-            dLdAlpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
-        return dLdX, dLdAlpha
+            # slope = 1 where X > 0, a elsewhere: a + (1 - a) [X > 0]. The
+            # mask [X > 0] as sign(X) clamped at 0 is exact (0 at X = 0) and,
+            # on CPU, much faster than torch.where or a comparison.
+            # in place: each new large tensor costs about a pass itself
+            slope = X.sign().clamp_(min=0).mul_(1 - a).add_(a)
+            dLdX = slope.mul_(dLdZ)
+        dLdScale = None
+        if self.needs_gradient("scale"):
+            g = sum_per_channel(X.clamp(max=0).mul_(dLdZ))
+            dLdScale = g.sum().reshape(1) if self.scale.numel() == 1 else g
+        return dLdX, dLdScale
+
+
+class PReLU(LeakyReLU):
+    r"""Parametric ReLU (He et al. 2015): a :class:`LeakyReLU` with one
+    learnable slope per channel,
+    :math:`Z_{n,c} = \max(0, X_{n,c}) + a_c \min(0, X_{n,c})`.
+
+    Args:
+        num_channels: ``C``, inferred from the input when omitted.
+        scale: the initial slope of every channel, default 0.25 (He et al.).
+
+    Shape: ``(N, C, *)`` to the same. Learnable ``scale``: ``(C,)``.
+    """
+
+    default_name = "prelu"
+    _per_channel = True
+
+    def __init__(self, num_channels: int | None = None, scale: float = 0.25,
+                 name: str | None = None):
+        super().__init__(scale=scale, learnable=True, num_channels=num_channels, name=name)
+        self.type = "PReLU"
+        self.description = f"PReLU, one learnable scale per channel (initially {scale})"
+
+
+class CReLU(Layer):
+    r"""Concatenated ReLU (Shang et al. 2016): the positive and the negative
+    part side by side, doubling the channels.
+
+    .. math::  Z = [\max(0, X), \max(0, -X)] \quad\text{(along the channels)}
+
+    Hand-written backward, with :math:`G = [G^+, G^-] = \partial L / \partial Z`:
+
+    .. math::
+        \frac{\partial L}{\partial X} = G^+ [X > 0] - G^- [X < 0]
+
+    (0 at the kink ``X = 0``, as autograd of the composite gives).
+
+    Shape: ``(N, C, *)`` to ``(N, 2C, *)``; channel ``c`` of the output is
+    ``max(0, X_c)`` and channel ``C + c`` is ``max(0, -X_c)``.
+    """
+
+    default_name = "crelu"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name, type="CReLU")
+        self.description = "concatenated ReLU [max(0, X), max(0, -X)]"
+
+    def predict(self, X):
+        if X.dim() < 2:
+            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, ...), "
+                             f"got {tuple(X.shape)}")
+        if torch.is_grad_enabled() and X.requires_grad:
+            # autograd through predict: out= arguments are not differentiable
+            return torch.cat([torch.relu(X), torch.relu(X.neg())], dim=1)
+        # write both halves in place: max(0, -X) = max(0, X) - X
+        Z = X.new_empty((X.shape[0], 2 * X.shape[1], *X.shape[2:]))
+        Zpos, Zneg = Z.chunk(2, dim=1)
+        torch.clamp(X, min=0, out=Zpos)
+        torch.sub(Zpos, X, out=Zneg)
+        return Z
+
+    def forward(self, X):
+        return self.predict(X), None
+
+    def backward(self, X, Z, dLdZ, memory):
+        if not self.needs_gradient(0):
+            return (None,)
+        Gpos, Gneg = dLdZ.chunk(2, dim=1)
+        Zpos, Zneg = Z.chunk(2, dim=1)
+        # [X > 0] = sign(max(0, X)) and [X < 0] = sign(max(0, -X)): exact
+        # masks from the output, cheaper on CPU than comparisons or where;
+        # in place, since each new large tensor costs about a pass itself
+        dLdX = Gpos * Zpos.sign()
+        return dLdX.addcmul_(Gneg, Zneg.sign(), value=-1)
+
+
+def _check_pieces(layer, X, k):
+    if X.dim() < 2 or X.shape[1] % k:
+        raise LayerError(f"layer {layer_label(layer)}: expected input (N, C*{k}, ...) "
+                         f"with channels divisible by num_pieces {k}, got {tuple(X.shape)}")
+
+
+class Maxout(Layer):
+    r"""Maxout over groups of channels (Goodfellow et al. 2013): the maximum
+    of ``k`` consecutive channels.
+
+    .. math::  Z_{n,c} = \max_{j = 0}^{k-1} X_{n, ck + j}
+
+    Following a convolution or a fully connected layer with ``C*k`` outputs
+    this is the maxout unit of the paper, :math:`\max_j (x^\top W_{\cdot,j} +
+    b_j)`; see also :class:`FullyConnectedMaxout`.
+
+    Hand-written backward: the derivative goes to the winning piece only,
+
+    .. math::
+        \frac{\partial L}{\partial X_{n,ck+j}} =
+            \frac{\partial L}{\partial Z_{n,c}} \, [j = j^*_{n,c}],
+        \qquad j^*_{n,c} = \operatorname{argmax}_j X_{n,ck+j}
+
+    (the first winning piece when several are equal). The winner is found
+    again in ``backward`` from ``X`` and ``Z`` (no memory), which lets the
+    forward use the fast ``amax`` instead of ``max`` with indices.
+
+    Args:
+        num_pieces: ``k`` (>= 2 to do anything), default 2.
+
+    Shape: ``(N, C*k, *)`` to ``(N, C, *)``.
+    """
+
+    default_name = "maxout"
+
+    def __init__(self, num_pieces: int = 2, name: str | None = None):
+        super().__init__(name=name, type="Maxout")
+        self.num_pieces = positive_int(num_pieces, "Maxout num_pieces")
+        self.description = f"maxout over groups of {self.num_pieces} channels"
+
+    def _grouped(self, X):
+        k = self.num_pieces
+        _check_pieces(self, X, k)
+        return X.view(X.shape[0], X.shape[1] // k, k, *X.shape[2:])
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        if len(size) < 1 or size[0] % self.num_pieces:
+            raise LayerError(f"layer {layer_label(self)}: expected (C*{self.num_pieces}, ...) "
+                             f"with channels divisible by num_pieces {self.num_pieces}, got "
+                             f"input of size {tuple(size)}")
+
+    def predict(self, X):
+        return self._grouped(X).amax(dim=2)
+
+    def forward(self, X):
+        return self.predict(X), None
+
+    def backward(self, X, Z, dLdZ, memory):
+        if not self.needs_gradient(0):
+            return (None,)
+        Xg = self._grouped(X)
+        dLdX = torch.empty_like(Xg)
+        # not_taken: 1 until a piece has won, so that ties go to the first
+        not_taken = None
+        for j in range(self.num_pieces - 1):
+            wins = (Xg[:, :, j] == Z).to(X.dtype)
+            if not_taken is None:
+                not_taken = 1 - wins
+            else:
+                wins.mul_(not_taken)
+                not_taken.sub_(wins)
+            torch.mul(dLdZ, wins, out=dLdX[:, :, j])
+        last = dLdX[:, :, -1]
+        if not_taken is None:                  # a single piece: the identity
+            last.copy_(dLdZ)
+        else:
+            torch.mul(dLdZ, not_taken, out=last)
+        return dLdX.view(X.shape)
+
+
+class FullyConnectedMaxout(Layer):
+    r"""Fully connected maxout layer (Goodfellow et al. 2013): ``K`` outputs,
+    each the maximum of ``k`` affine pieces of the input.
+
+    .. math::  Z_{n,i} = \max_{j=1}^{k} \left( X_n^\top W_{ik+j} + b_{ik+j} \right)
+
+    An image input ``(N, C, H, W)`` is flattened to ``(N, C*H*W)`` first.
+
+    Args:
+        output_size: ``K``.
+        num_pieces: ``k``, default 2.
+        input_size: ``D``, inferred from the input when omitted.
+        weights_initializer, bias_initializer: see
+            :mod:`layerlab.layers.initializers`, default ``"glorot"`` and ``"zeros"``.
+
+    Shape: ``(N, D)`` or ``(N, *S)`` with ``prod(S) = D`` to ``(N, K)``.
+    Learnables: ``weights`` ``(K*k, D)``, ``bias`` ``(K*k,)`` (rows ``ik`` to
+    ``ik + k - 1`` are the pieces of output ``i``).
+    """
+
+    default_name = "fcmaxout"
+
+    def __init__(self, output_size: int, num_pieces: int = 2, input_size: int | None = None,
+                 weights_initializer="glorot", bias_initializer="zeros",
+                 name: str | None = None):
+        super().__init__(name=name, type="Fully Connected Maxout")
+        self.output_size = positive_int(output_size, "FullyConnectedMaxout output_size")
+        self.num_pieces = positive_int(num_pieces, "FullyConnectedMaxout num_pieces")
+        initializers.check_initializer(weights_initializer,
+                                       "FullyConnectedMaxout weights_initializer")
+        initializers.check_initializer(bias_initializer, "FullyConnectedMaxout bias_initializer")
+        self.weights_initializer = weights_initializer
+        self.bias_initializer = bias_initializer
+        self.description = (f"{self.output_size} maxout outputs of {self.num_pieces} "
+                            f"pieces each")
+        if input_size is not None:
+            self._create(positive_int(input_size, "FullyConnectedMaxout input_size"))
+
+    def _create(self, d: int) -> None:
+        rows = self.output_size * self.num_pieces
+        what = f"layer {layer_label(self)}"
+        self.weights = Learnable(initializers.initialize(
+            self.weights_initializer, (rows, d), d, rows, what + " weights"))
+        self.bias = Learnable(initializers.initialize(
+            self.bias_initializer, (rows,), d, rows, what + " bias"))
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        d = math.prod(size)
+        if "weights" not in self._parameters:
+            self._create(d)
+        elif self.weights.shape[1] != d:
+            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
+                             f"inputs, got {d} (input size {tuple(size)})")
+
+    def predict(self, X):
+        if X.dim() > 2:
+            X = X.flatten(1)
+        if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
+            raise LayerError(f"layer {layer_label(self)}: expected input with "
+                             f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
+        U = F.linear(X, self.weights, self.bias)
+        return U.view(X.shape[0], self.output_size, self.num_pieces).amax(dim=2)
+
+
+class Tanh(Layer):
+    r"""Hyperbolic tangent: :math:`Z = \tanh(X) = (e^X - e^{-X}) / (e^X + e^{-X})`.
+
+    Shape: ``(N, *)`` to the same.
+    """
+
+    default_name = "tanh"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name, type="Tanh")
+        self.description = "hyperbolic tangent"
+
+    def predict(self, X):
+        return torch.tanh(X)
+
+
+class Sigmoid(Layer):
+    r"""Logistic sigmoid: :math:`Z = 1 / (1 + e^{-X})`.
+
+    Shape: ``(N, *)`` to the same.
+    """
+
+    default_name = "sigmoid"
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name, type="Sigmoid")
+        self.description = "logistic sigmoid"
+
+    def predict(self, X):
+        return torch.sigmoid(X)

@@ -23,10 +23,19 @@ class FullyConnected(Layer):
 
     An image input ``(N, C, H, W)`` is flattened to ``(N, C*H*W)`` first.
 
+    DropConnect (Wan et al. 2013), ``drop_connect=p``: in training each
+    mini-batch uses the weights :math:`W \odot M / (1 - p)` with a fresh
+    mask :math:`M_{kd} \sim \mathrm{Bernoulli}(1 - p)` (the bias is kept);
+    prediction uses :math:`W`, the mean of the masked weights (inverted
+    scaling, like :class:`~layerlab.layers.dropout.Dropout`, rather than the
+    paper's Gaussian moment matching at inference).
+
     Args:
         output_size: ``K``, the number of outputs.
         input_size: ``D``, inferred from the input when omitted.
         weights_initializer, bias_initializer: default ``"glorot"`` and ``"zeros"``.
+        drop_connect: ``p``, the probability of dropping a weight in
+            training, default 0 (no DropConnect).
 
     Shape: input ``(N, D)`` or ``(N, *S)`` with ``prod(S) = D``; output
     ``(N, K)``. Learnables: ``weights`` ``(K, D)``, ``bias`` ``(K,)``.
@@ -36,9 +45,18 @@ class FullyConnected(Layer):
 
     def __init__(self, output_size: int, input_size: int | None = None,
                  weights_initializer="glorot", bias_initializer="zeros",
-                 name: str | None = None):
+                 drop_connect: float = 0.0, name: str | None = None):
         super().__init__(name=name, type="Fully Connected")
         self.output_size = positive_int(output_size, "FullyConnected output_size")
+        if isinstance(drop_connect, bool) or not isinstance(drop_connect, (int, float)) \
+                or not 0 <= drop_connect < 1:
+            raise LayerError(f"FullyConnected drop_connect: expected a probability in [0, 1), "
+                             f"got {drop_connect!r}")
+        self.drop_connect = float(drop_connect)
+        if self.drop_connect > 0:
+            # this instance's training output is random and differs from predict
+            self.differs_in_training = True
+            self.is_stochastic = True
         initializers.check_initializer(weights_initializer, "FullyConnected weights_initializer")
         initializers.check_initializer(bias_initializer, "FullyConnected bias_initializer")
         self.weights_initializer = weights_initializer
@@ -63,10 +81,21 @@ class FullyConnected(Layer):
             raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
                              f"inputs, got {d} (input size {tuple(size)})")
 
-    def predict(self, X):
+    def _features(self, X):
         if X.dim() > 2:
             X = X.flatten(1)
         if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
             raise LayerError(f"layer {layer_label(self)}: expected input with "
                              f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
-        return F.linear(X, self.weights, self.bias)
+        return X
+
+    def predict(self, X):
+        return F.linear(self._features(X), self.weights, self.bias)
+
+    def forward(self, X):
+        if self.drop_connect == 0:
+            return self.predict(X), None
+        p = self.drop_connect
+        W = self.weights
+        mask = torch.empty_like(W).bernoulli_(1.0 - p).div_(1.0 - p)
+        return F.linear(self._features(X), W * mask, self.bias), None

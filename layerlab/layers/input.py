@@ -12,7 +12,7 @@ from ..errors import DataError, LayerError
 from ..layer import InputLayer, State
 from ._util import size_tuple
 
-__all__ = ["ImageInput"]
+__all__ = ["ImageInput", "FeatureInput"]
 
 
 class ImageInput(InputLayer):
@@ -65,4 +65,76 @@ class ImageInput(InputLayer):
         self.check_size(X)
         if self.normalization == "zerocenter":
             return X - self.mean
+        return X
+
+
+class FeatureInput(InputLayer):
+    r"""Feature input, MATLAB's ``featureInputLayer``: ``C`` numbers per
+    observation.
+
+    .. math::
+        Z = \begin{cases} X & \text{"none"} \\ X - \mu & \text{"zerocenter"}
+            \\ (X - \mu) / \sigma & \text{"zscore"} \end{cases}
+
+    with :math:`\mu` and :math:`\sigma` the mean and (biased) standard
+    deviation of each feature over the training set, computed when training
+    starts. A feature with :math:`\sigma = 0` is only centered.
+
+    Args:
+        input_size: ``C`` (or ``(C,)``), the number of features.
+        normalization: ``"none"`` (default, as in MATLAB), ``"zerocenter"``
+            or ``"zscore"``.
+
+    Shape: input ``(N, C)``, output the same. State ``mean`` and ``std``,
+    ``(C,)``, when normalizing.
+    """
+
+    default_name = "featureinput"
+
+    NORMALIZATIONS = ("none", "zerocenter", "zscore")
+
+    def __init__(self, input_size, normalization: str = "none", name: str | None = None):
+        super().__init__(name=name, type="Feature Input")
+        self.input_size = size_tuple(input_size, "FeatureInput input_size")
+        if len(self.input_size) != 1:
+            raise LayerError(f"FeatureInput input_size: expected the number of features C "
+                             f"(or (C,)), got {input_size!r}")
+        if normalization not in self.NORMALIZATIONS:
+            raise LayerError(f"FeatureInput normalization: expected one of "
+                             f"{self.NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = normalization
+        self.description = f"{self.input_size[0]} features" + (
+            f" with '{normalization}' normalization" if normalization != "none" else "")
+        if normalization != "none":
+            self.mean = State(torch.zeros(self.input_size))
+        if normalization == "zscore":
+            self.std = State(torch.ones(self.input_size))
+
+    @property
+    def needs_normalization_data(self) -> bool:
+        return self.normalization != "none"
+
+    def compute_normalization(self, X: torch.Tensor) -> None:
+        """Mean (and standard deviation) of each feature over the training set."""
+        if self.normalization == "none":
+            return
+        X64 = X.to(torch.float64)
+        self.mean = X64.mean(dim=0).to(self.mean.dtype).to(self.mean.device)
+        if self.normalization == "zscore":
+            std = X64.std(dim=0, correction=0)
+            # a constant feature is only centered, never divided by zero
+            std = torch.where(std > 0, std, torch.ones_like(std))
+            self.std = std.to(self.std.dtype).to(self.std.device)
+
+    def check_size(self, X: torch.Tensor) -> None:
+        if X.dim() != 2 or tuple(X.shape[1:]) != self.input_size:
+            raise DataError(f"layer '{self.name}' (FeatureInput): expected features of size "
+                            f"(N, {self.input_size[0]}), got {tuple(X.shape)}")
+
+    def predict(self, X):
+        self.check_size(X)
+        if self.normalization == "zerocenter":
+            return X - self.mean
+        if self.normalization == "zscore":
+            return (X - self.mean) / self.std
         return X

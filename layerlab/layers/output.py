@@ -7,10 +7,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+import numpy as np
+
 from ..data import encode_labels
+from ..errors import DataError
 from ..layer import Layer, OutputLayer
 
-__all__ = ["Softmax", "Classification"]
+__all__ = ["Softmax", "Classification", "Regression"]
 
 
 class Softmax(Layer):
@@ -69,3 +72,66 @@ class Classification(OutputLayer):
 
     def loss_from_logits(self, logits, T):
         return F.cross_entropy(logits, T)
+
+
+class Regression(OutputLayer):
+    r"""Half mean squared error for regression, MATLAB's ``regressionLayer``:
+
+    .. math::  L = \frac{1}{2N} \sum_{n=1}^{N} \sum_{i=1}^{R} (Y_{ni} - T_{ni})^2
+
+    (half the squared error of each observation, summed over its ``R``
+    responses and averaged over the mini-batch, not divided by ``R``, as in
+    MATLAB). The training table shows the root mean squared error
+    :math:`\sqrt{\frac{1}{NR} \sum_{n,i} (Y_{ni} - T_{ni})^2}` (``RMSE``).
+
+    A network ending in this layer predicts values: ``layerlab.predict(net,
+    X)`` returns the network's responses ``(N, R)``.
+
+    Shape: responses ``(N, R)`` (or ``(N, *S)``); targets ``(N,)`` for one
+    response or ``(N, R)``.
+    """
+
+    default_name = "regressionoutput"
+    metric_name = "RMSE"
+    metric_is_percentage = False
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name=name, type="Regression Output")
+        self.description = "half mean squared error"
+
+    def prepare_targets(self, Y: Any, n: int) -> torch.Tensor:
+        """Numeric targets ``(n,)`` or ``(n, R)`` as a float tensor ``(n, R)``."""
+        if isinstance(Y, torch.Tensor):
+            Y = Y.detach().cpu().numpy()
+        arr = np.asarray(Y)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                       or arr.dtype == bool):
+            raise DataError(f"layer '{self.name}' (Regression): expected numeric targets, "
+                            f"got an array of {arr.dtype}")
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise DataError(f"layer '{self.name}' (Regression): got "
+                            f"{arr.shape[0] if arr.ndim else 'a scalar'} targets for "
+                            f"{n} observations in X")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).any(1))[0])
+            raise DataError(f"layer '{self.name}' (Regression): targets contain NaN or Inf "
+                            f"(first in observation {bad})")
+        # float32 like the data; loss and metric cast to the network's dtype
+        T = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))
+        return T.reshape(n, 1) if T.dim() == 1 else T
+
+    def _match(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        if T.numel() != Y.numel() or T.shape[0] != Y.shape[0]:
+            raise DataError(f"layer '{self.name}' (Regression): the network gives responses "
+                            f"of size {tuple(Y.shape)} but the targets have size "
+                            f"{tuple(T.shape)}")
+        return T.reshape(Y.shape).to(Y.dtype)
+
+    def loss(self, Y, T):
+        T = self._match(Y, T)
+        return 0.5 * (Y - T).square().sum() / Y.shape[0]
+
+    def metric(self, Y, T):
+        """Root mean squared error over all responses of the mini-batch."""
+        T = self._match(Y, T)
+        return (Y - T).square().mean().sqrt()

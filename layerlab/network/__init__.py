@@ -1,6 +1,9 @@
 """Networks: layer graphs and runnable networks."""
 
-from .graph import LayerGraph
+from .graph import Block, LayerGraph
 from .network import Network, as_network
+from .residual import residual_block
+from .summary import Summary, summary
 
-__all__ = ["LayerGraph", "Network", "as_network"]
+__all__ = ["LayerGraph", "Block", "Network", "as_network", "residual_block", "summary",
+           "Summary"]

@@ -11,10 +11,16 @@ A list of layers is a chain; a :class:`LayerGraph` adds branches and merges
 Ports: a layer with one input has the port ``"name/in"`` (``"name"`` for
 short); with several, ``"name/in1"``, ``"name/in2"``, ... Outputs likewise:
 ``"name"`` or ``"name/out"``, ``"name/out1"``, ...
+
+A :class:`Block` is a small graph with one entry and one exit (such as
+:func:`layerlab.residual_block`); in a list of layers it takes the place of
+one layer: the previous output feeds all its entry ports, and its exit
+feeds the next layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from typing import Iterable
@@ -22,7 +28,7 @@ from typing import Iterable
 from ..errors import NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 
-__all__ = ["LayerGraph", "default_layer_name"]
+__all__ = ["LayerGraph", "Block", "default_layer_name"]
 
 
 def default_layer_name(layer: Layer) -> str:
@@ -39,15 +45,50 @@ def _output_ports(layer: Layer) -> list[str]:
     return ["out"] if layer.num_outputs == 1 else [f"out{i + 1}" for i in range(layer.num_outputs)]
 
 
+@dataclasses.dataclass
+class Block:
+    """A sub-graph with one entry and one exit, added to a graph like a layer.
+
+    Attributes:
+        layers: the block's layers by role, e.g. ``{"conv1": ..., "add": ...}``;
+            when the block is added, each unnamed layer is named
+            ``"<block name>_<role>"``.
+        connections: ``(source, destination)`` pairs inside the block, in
+            roles and ports, e.g. ``("bn2", "add/in1")``.
+        entries: the ports the block's input feeds, e.g. ``["conv1", "add/in2"]``.
+        exit: the role of the layer whose output is the block's output.
+        name: the block's name; default ``"<default_name>_<k>"``.
+        default_name: base of the automatic name, e.g. ``"res"``.
+    """
+
+    layers: dict
+    connections: list
+    entries: list
+    exit: str
+    name: str | None = None
+    default_name: str = "block"
+
+    def __post_init__(self):
+        for role, layer in self.layers.items():
+            if not isinstance(layer, Layer):
+                raise NetworkError(f"Block: layer {role!r} is a {type(layer).__name__}, "
+                                   f"not a layerlab.Layer")
+        roles = set(self.layers)
+        for spec in [s for c in self.connections for s in c] + list(self.entries) + [self.exit]:
+            if spec.partition("/")[0] not in roles:
+                raise NetworkError(f"Block: {spec!r} names no layer of the block; its "
+                                   f"layers are {sorted(roles)}")
+
+
 class LayerGraph:
     """A directed acyclic graph of layers.
 
     Args:
-        layers: optional list of layers, added as a chain (each layer's
-            output feeds the next one's first input).
+        layers: optional list of layers (or :class:`Block` objects), added
+            as a chain (each one's output feeds the next one's first input).
     """
 
-    def __init__(self, layers: Iterable[Layer] | None = None):
+    def __init__(self, layers: Iterable[Layer | Block] | None = None):
         self._layers: dict[str, Layer] = {}
         # destination port "name/inK" -> source "name/outK"
         self._edges: dict[str, str] = {}
@@ -89,19 +130,64 @@ class LayerGraph:
         self._layers[layer.name] = layer
         return layer.name
 
-    def add_layers(self, layers: Iterable[Layer] | Layer) -> "LayerGraph":
-        """Add layers, connected one after another (not to existing layers)."""
-        if isinstance(layers, Layer):
+    def add_layers(self, layers: Iterable[Layer | Block] | Layer | Block) -> "LayerGraph":
+        """Add layers (or blocks), connected one after another (not to
+        existing layers). Returns the graph."""
+        if isinstance(layers, (Layer, Block)):
             layers = [layers]
         if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
             raise NetworkError(f"expected a list of layers, got {type(layers).__name__}")
         prev = None
-        for layer in layers:
-            name = self._add(layer)
+        for item in layers:
+            if isinstance(item, Block):
+                entries, exit_name = self._add_block(item)
+                if prev is not None:
+                    for port in entries:
+                        self.connect(prev, port)
+                prev = self._first_output(exit_name)
+                continue
+            name = self._add(item)
             if prev is not None:
-                self.connect(prev, name)
-            prev = name
+                # as in MATLAB: a chain feeds a layer's first input
+                self.connect(prev, f"{name}/{_input_ports(item)[0]}")
+            prev = self._first_output(name)
         return self
+
+    def _first_output(self, spec: str) -> str:
+        name, sep, port = spec.partition("/")
+        return spec if sep else f"{name}/{_output_ports(self.layer(name))[0]}"
+
+    def add_block(self, block: Block, after: str | None = None) -> str:
+        """Add a :class:`Block`, fed by the output ``after`` if given;
+        returns the name of its exit layer (to connect further)."""
+        entries, exit_name = self._add_block(block)
+        if after is not None:
+            for port in entries:
+                self.connect(after, port)
+        return exit_name
+
+    def _add_block(self, block: Block) -> tuple[list[str], str]:
+        if not isinstance(block, Block):
+            raise NetworkError(f"expected a Block, got {type(block).__name__}")
+        base = block.name
+        if base is None:
+            i = 1
+            while any(n.startswith(f"{block.default_name}_{i}_") for n in self._layers):
+                i += 1
+            base = f"{block.default_name}_{i}"
+        names = {}
+        for role, layer in block.layers.items():
+            if not layer.name:
+                layer.name = f"{base}_{role}"
+            names[role] = self._add(layer)
+
+        def port(spec: str) -> str:
+            role, sep, rest = spec.partition("/")
+            return names[role] + sep + rest
+
+        for src, dst in block.connections:
+            self.connect(port(src), port(dst))
+        return [port(e) for e in block.entries], port(block.exit)
 
     def _port(self, spec: str, outputs: bool) -> str:
         if not isinstance(spec, str):
@@ -146,25 +232,42 @@ class LayerGraph:
         return self
 
     # -- analysis --------------------------------------------------------
-    def sources_of(self, name: str) -> list[tuple[str, int]]:
-        """For each input of layer ``name``: (source layer, output index)."""
+    def input_sources(self, name: str) -> list[tuple[str, int] | None]:
+        """For each input of layer ``name``: (source layer, output index),
+        or ``None`` where the input is not connected."""
         layer = self.layer(name)
-        out = []
+        out: list[tuple[str, int] | None] = []
         for port in _input_ports(layer):
-            dst = f"{name}/{port}"
-            if dst not in self._edges:
-                raise NetworkError(f"input {dst!r} of layer {name!r} ({type(layer).__name__}) "
-                                   f"is not connected")
-            sname, sport = self._edges[dst].split("/")
-            idx = 0 if sport == "out" else int(sport[3:]) - 1
-            out.append((sname, idx))
+            src = self._edges.get(f"{name}/{port}")
+            if src is None:
+                out.append(None)
+                continue
+            sname, sport = src.split("/")
+            out.append((sname, 0 if sport == "out" else int(sport[3:]) - 1))
         return out
 
-    def topological_order(self) -> list[str]:
+    def sources_of(self, name: str) -> list[tuple[str, int]]:
+        """For each input of layer ``name``: (source layer, output index);
+        raises a :class:`NetworkError` for an input that is not connected."""
+        layer = self.layer(name)
+        sources = self.input_sources(name)
+        for port, src in zip(_input_ports(layer), sources):
+            if src is None:
+                raise NetworkError(f"input '{name}/{port}' of layer {name!r} "
+                                   f"({type(layer).__name__}) is not connected")
+        return sources  # type: ignore[return-value]
+
+    def topological_order(self, allow_unconnected: bool = False) -> list[str]:
         """Layer names so that every layer comes after its sources; raises a
-        :class:`NetworkError` naming the layers of a cycle."""
-        deps = {n: [s for s, _ in self.sources_of(n)] if not isinstance(l, InputLayer) else []
-                for n, l in self._layers.items()}
+        :class:`NetworkError` naming the layers of a cycle (and, unless
+        ``allow_unconnected``, naming an input that is not connected)."""
+        def sources(n: str) -> list[str]:
+            if isinstance(self._layers[n], InputLayer):
+                return []
+            srcs = self.input_sources(n) if allow_unconnected else self.sources_of(n)
+            return [s[0] for s in srcs if s is not None]
+
+        deps = {n: sources(n) for n in self._layers}
         order: list[str] = []
         state: dict[str, int] = {}
 
