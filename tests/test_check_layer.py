@@ -1,0 +1,537 @@
+"""check_layer: every built-in layer passes, each wrong layer of the zoo
+fails the test named after its bug, the seed's typo is caught with the
+derivative, index and values, and train_network / the CLI use it."""
+
+import inspect
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import layerlab as ll
+import layerlab.layers
+from layerlab.checking import TEST_NAMES, LayerCheckError, check_layer
+from layerlab.checking.gradients import ATOL, RTOL
+from layerlab.checking.harness import Subject
+from layerlab.checking.testdata import KINK_MARGIN, input_values, van_der_corput
+from layerlab.cli import main as cli_main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import zoo_wrong_layers as zoo  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# every built-in layer passes
+# ---------------------------------------------------------------------------
+# class name -> [(constructor args, constructor kwargs, input size), ...]
+# A new built-in layer class needs an entry here (test_every_builtin_layer_has_a_case).
+BUILTIN_CASES = {
+    "ELU": [((4,), {}, (4, 5, 5)), ((), {}, (3, 4, 4))],
+    "ReLU": [((), {}, (3, 4, 4))],
+    "LeakyReLU": [((), {}, (3, 4, 4)), ((), dict(learnable=True, num_channels=3), (3, 4, 4))],
+    "PReLU": [((), {}, (3, 4, 4))],
+    "CReLU": [((), {}, (3, 4, 4))],
+    "Maxout": [((2,), {}, (4, 3, 3))],
+    "FullyConnectedMaxout": [((3, 2), {}, (2, 3, 3))],
+    "Tanh": [((), {}, (5,))],
+    "Sigmoid": [((), {}, (5,))],
+    "Convolution2d": [((3, 4), {}, (2, 6, 6)), ((3, 2), dict(stride=2, padding=1), (2, 5, 5))],
+    "FullyConnected": [((5,), {}, (3, 4, 4)), ((4,), dict(drop_connect=0.5), (6,))],
+    "Dropout": [((0.5,), {}, (3, 4, 4))],
+    "SpatialDropout": [((0.5,), {}, (3, 4, 4))],
+    "ImageInput": [(((3, 4, 4),), {}, (3, 4, 4)),
+                   (((3, 4, 4),), dict(normalization="none"), (3, 4, 4))],
+    "FeatureInput": [((5,), {}, (5,)), ((5,), dict(normalization="zscore"), (5,))],
+    "Addition": [((2,), {}, [(3, 4, 4), (3, 4, 4)])],
+    "Concatenation": [((2,), {}, [(2, 3, 3), (3, 3, 3)])],
+    "BatchNormalization": [((), {}, (3, 4, 4)), ((), dict(backward="formula"), (3, 4, 4))],
+    "LayerNormalization": [((), {}, (3, 4, 4))],
+    "Classification": [((), {}, (5,))],
+    "Regression": [((), {}, (3,))],
+    "Softmax": [((), {}, (5,))],
+    "MaxPooling2d": [((2,), {}, (2, 4, 4)), ((3,), dict(stride=2, padding=1), (2, 5, 5))],
+    "AveragePooling2d": [((2,), {}, (2, 4, 4))],
+    "GlobalAveragePooling2d": [((), {}, (2, 4, 4))],
+}
+
+
+def builtin_layer_classes():
+    return sorted(name for name in layerlab.layers.__all__
+                  if inspect.isclass(getattr(layerlab.layers, name))
+                  and issubclass(getattr(layerlab.layers, name), ll.Layer))
+
+
+@pytest.mark.parametrize("name", builtin_layer_classes())
+def test_every_builtin_layer_has_a_case(name):
+    if name not in BUILTIN_CASES:
+        pytest.fail(f"built-in layer {name} has no entry in BUILTIN_CASES of "
+                    f"tests/test_check_layer.py: add its constructor arguments and an input "
+                    f"size so that check_layer checks it")
+
+
+def _builtin_cases():
+    for name in builtin_layer_classes():
+        for k, (args, kwargs, size) in enumerate(BUILTIN_CASES.get(name, [])):
+            yield pytest.param(name, args, kwargs, size, id=f"{name}-{k}")
+
+
+@pytest.mark.parametrize("name,args,kwargs,size", list(_builtin_cases()))
+def test_builtin_layer_passes_check_layer(name, args, kwargs, size):
+    layer = getattr(layerlab.layers, name)(*args, **kwargs)
+    report = check_layer(layer, size, verbose=False)
+    assert report.passed, str(report)
+    # the numerical tests really ran (not skipped)
+    for test in ("runs", "types", "backward_sizes", "gradients", "independent_observations"):
+        assert report[test].passed, str(report)
+
+
+# ---------------------------------------------------------------------------
+# the seed's typo and its correction
+# ---------------------------------------------------------------------------
+def test_seed_typo_fails_gradients_naming_the_derivative_index_and_values():
+    report = check_layer(zoo.TypoELU(20), (20, 24, 24), verbose=False)
+    assert report.failed_tests == ["gradients"]
+    (m,) = report["gradients"].details
+    assert m.derivative == "dLdalpha" and m.source == "backward"
+    assert m.checked == m.total == 20 and m.wrong == 20
+    # expected is the true derivative sum(dLdZ * (exp(min(X,0)) - 1)) over
+    # N, H, W at that channel, recomputed here independently
+    s = Subject(zoo.TypoELU(20), [(20, 24, 24)])
+    layer = s.copy()
+    X = s.inputs(2)[0]
+    Z = layer.predict(X)
+    dLdZ = s.output_gradients([Z])[0]
+    true = ((torch.exp(X.clamp(max=0)) - 1) * dLdZ).sum(dim=(0, 2, 3))
+    typo = (torch.exp(X.clamp(max=0) - 1) * dLdZ).sum(dim=(0, 2, 3))
+    c = m.index[0]
+    assert m.index == (c, 0, 0)
+    assert m.expected == pytest.approx(float(true[c]), rel=1e-8)
+    assert m.got == pytest.approx(float(typo[c]), rel=1e-12)
+    assert m.error == pytest.approx(float((true - typo).abs().max()), rel=1e-8)
+    text = str(report)
+    assert "dLdalpha" in text and f"index {m.index}" in text
+    assert "Test Summary: 9 Passed, 1 Failed, 3 Skipped." in text
+
+
+def test_corrected_seed_elu_passes():
+    report = check_layer(zoo.CorrectELU(20), (20, 24, 24), verbose=False)
+    assert report.passed, str(report)
+    assert report["gradients"].passed and report["frozen_learnables"].passed
+
+
+class Slightly(zoo.CorrectELU):
+    """dLdX off by 1e-4 relative."""
+    def backward(self, X, Z, dLdZ, memory):
+        dLdX, dLdA = super().backward(X, Z, dLdZ, memory)
+        return dLdX * (1 + 1e-4), dLdA
+
+
+def test_tolerance_separates_a_small_error_from_rounding():
+    """A derivative off by 1e-4 relative fails; the exact one passes with
+    a largest relative error far under the 1e-6 tolerance."""
+    assert check_layer(Slightly(3), (3, 4, 4), verbose=False).failed_tests == ["gradients"]
+    msg = check_layer(zoo.CorrectELU(3), (3, 4, 4), verbose=False)["gradients"].message
+    worst = float(msg.split("largest error ")[1].split(" ")[0])
+    assert worst < 1e-2 and ATOL == RTOL == 1e-6           # 1% of the tolerance at most
+
+
+# ---------------------------------------------------------------------------
+# the zoo
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", list(zoo.WRONG_LAYERS), ids=lambda c: c.__name__)
+def test_each_wrong_layer_fails_the_test_named_after_its_bug(cls):
+    args, size = zoo.WRONG_LAYERS[cls]
+    report = check_layer(cls(*args), size, verbose=False)
+    assert cls.BUG in report.failed_tests, str(report)
+    assert not report.passed
+    # the bug does not spill into unrelated failures
+    spill = {"output_size": {"independent_observations", "train_vs_predict"}}
+    assert set(report.failed_tests) <= {cls.BUG} | spill.get(cls.BUG, set()), str(report)
+
+
+class Declared(zoo.UndeclaredBatchCoupling):
+    couples_observations = True
+
+    def predict(self, X):            # prediction must not depend on the batch
+        return X
+
+    def forward(self, X):
+        return X - X.mean(dim=0, keepdim=True), None
+
+
+class DeclaredBoth(Declared):
+    differs_in_training = True
+
+
+def test_batch_coupled_layer_passes_once_it_declares_it():
+    assert check_layer(Declared(), (5,), verbose=False).failed_tests == ["train_vs_predict"]
+    report = check_layer(DeclaredBoth(), (5,), verbose=False)
+    assert report.passed, str(report)
+    assert "couples_observations" in report["independent_observations"].message
+
+
+def test_wrong_layer_messages_say_what_and_where():
+    r = check_layer(zoo.UnsummedScale(3), (3, 4, 4), verbose=False)
+    assert "dLds has size (2, 3), expected (3,)" in r["backward_sizes"].message
+    assert "not summed over the 2 observations" in r["backward_sizes"].message
+    assert r["gradients"].skipped and "backward_sizes failed" in r["gradients"].message
+    r = check_layer(zoo.Float64Output(), (5,), verbose=False)
+    assert "predict returned float64 for float32 input" in r["types"].message
+    r = check_layer(zoo.WrongSignTanh(), (3, 4), verbose=False)
+    (m,) = r["gradients"].details
+    assert m.derivative == "dLdX" and m.wrong == m.checked == 24
+
+
+def test_exception_in_layer_code_is_reported_with_its_line():
+    class Broken(ll.Layer):
+        def predict(self, X):
+            return X.view(-1, 7)          # only works for some sizes
+
+    report = check_layer(Broken(), (5,), verbose=False)
+    assert "runs" in report.failed_tests
+    assert "RuntimeError" in report["runs"].message
+    assert "test_check_layer.py:" in report["runs"].message
+    assert report["gradients"].skipped
+
+
+# ---------------------------------------------------------------------------
+# the tests' mechanics
+# ---------------------------------------------------------------------------
+def test_report_text_and_api():
+    out = io.StringIO()
+    report = check_layer(ll.ELU(3), (3, 4, 4), stream=out)
+    text = out.getvalue()
+    assert text.startswith("Checking layer ELU, input size (3, 4, 4)")
+    assert "Test Summary: 10 Passed, 0 Failed, 3 Skipped." in text
+    assert "Time elapsed:" in text
+    assert [r.name for r in report.results] == list(TEST_NAMES)
+    for r in report.results:
+        assert r.status in ("passed", "failed", "skipped") and r.message
+        assert f"{r.name}" in text
+    assert report.count("passed") == 10 and report.passed
+    with pytest.raises(KeyError):
+        report["nope"]
+    quiet = io.StringIO()
+    check_layer(ll.ReLU(), (3,), verbose=False, stream=quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_selected_tests_and_bad_arguments():
+    report = check_layer(ll.ReLU(), (4,), tests=["gradients", "types"], verbose=False)
+    assert [r.name for r in report.results] == ["types", "gradients"]
+    with pytest.raises(ll.LayerError, match="unknown test"):
+        check_layer(ll.ReLU(), (4,), tests=["gradient"])
+    with pytest.raises(ll.LayerError, match="input_size"):
+        check_layer(ll.ReLU(), (4, 0))
+    with pytest.raises(ll.LayerError, match="takes 2 input"):
+        check_layer(ll.Addition(2), [(3,), (3,), (3,)])
+    with pytest.raises(ll.LayerError, match="expected a layerlab.Layer"):
+        check_layer(torch.nn.ReLU(), (3,))
+
+
+def test_layer_and_random_state_left_unchanged():
+    layer = ll.PReLU()                       # creates its learnable in initialize
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_layer(layer, (3, 4, 4), verbose=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert layer.learnable_names == []       # the copy was initialised, not the layer
+
+
+def test_test_data_are_halton_values_away_from_kinks():
+    u = van_der_corput(7, 2)
+    assert np.allclose(u, [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875])
+    X = input_values((2, 3, 8, 8))
+    assert X.dtype == torch.float64
+    assert float(X.abs().min()) >= KINK_MARGIN and float(X.abs().max()) <= 2.0
+    assert X.unique().numel() == X.numel()              # no ties for a max
+    assert torch.equal(X, input_values((2, 3, 8, 8)))   # deterministic
+
+
+class NoisyScale(ll.Layer):
+    """Multiplies by fresh noise in training (declared): autograd of a
+    random forward can only be checked with the randomness fixed."""
+    differs_in_training = True
+    is_stochastic = True
+
+    def predict(self, X):
+        return X
+
+    def forward(self, X):
+        return X * (1 + torch.rand_like(X)), None
+
+
+def test_stochastic_layer_randomness_is_fixed_for_the_gradient_check():
+    report = check_layer(NoisyScale(), (6,), verbose=False)
+    assert report.passed, str(report)
+
+
+def test_kink_inside_the_layer_is_recognised_not_failed():
+    class Shifted(ll.Layer):
+        """relu(X - c) with c on a test input: a kink the data cannot avoid."""
+        def predict(self, X):
+            return torch.relu(X - self.c)
+
+    s = Subject(Shifted(), [(6,)])
+    layer = Shifted()
+    layer.c = float(s.inputs(2)[0][0, 2])               # exactly at an input
+    report = check_layer(layer, (6,), verbose=False)
+    assert report["gradients"].passed, str(report)
+    assert "kink" in report["gradients"].message
+
+
+def test_frozen_learnables_stay_frozen_in_the_users_layer():
+    layer = ll.ELU(3)
+    layer.freeze("alpha")
+    report = check_layer(layer, (3, 4, 4), verbose=False)
+    assert report.passed and not layer.is_learnable("alpha")
+    # the gradient test still checked dLdalpha (on an unfrozen copy)
+    assert "dLdalpha (all 3 elements)" in report["gradients"].message
+
+
+class StaleBatchNorm(ll.BatchNormalization):
+    """Forgets to update its running statistics in training."""
+    def forward(self, X):
+        Z = torch.nn.functional.batch_norm(X, None, None, self.scale, self.offset,
+                                           True, 0.0, self.epsilon)
+        return Z, None
+
+
+def test_state_checks_running_statistics():
+    report = check_layer(ll.BatchNormalization(), (3, 4, 4), verbose=False)
+    assert "forward updated trained_mean, trained_variance" in report["state"].message
+    report = check_layer(StaleBatchNorm(), (3, 4, 4), verbose=False)
+    assert report.failed_tests == ["state"]
+    assert "did not update" in report["state"].message
+
+
+def test_save_load_round_trip():
+    report = check_layer(zoo.CorrectELU(3), (3, 4, 4), verbose=False)
+    assert report["save_load"].passed, str(report)
+
+    class LocalTanh(ll.Layer):                   # cannot be found again when loading
+        def predict(self, X):
+            return torch.tanh(X)
+
+    report = check_layer(LocalTanh(), (4,), verbose=False)
+    assert report.failed_tests == ["save_load"]
+    assert "define it at module level" in report["save_load"].message
+    assert check_layer(ll.Addition(2), [(3,), (3,)], verbose=False)["save_load"].skipped
+
+
+def test_second_derivatives_reported_not_failed_for_a_hand_written_backward():
+    report = check_layer(ll.ELU(3), (3, 4, 4), verbose=False)
+    assert report["second_derivatives"].skipped
+    assert "first derivatives only" in report["second_derivatives"].message
+    report = check_layer(ll.Tanh(), (5,), verbose=False)
+    assert report["second_derivatives"].passed
+
+    class DetachedSquare(ll.Layer):
+        """X^2 whose autograd first derivative is right but cut from the graph."""
+        def predict(self, X):
+            return _SquareFn.apply(X)
+
+    report = check_layer(DetachedSquare(), (5,), verbose=False)
+    assert report["gradients"].passed
+    assert report["second_derivatives"].failed
+
+
+class _SquareFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, X):
+        ctx.save_for_backward(X)
+        return X * X
+
+    @staticmethod
+    def backward(ctx, g):
+        (X,) = ctx.saved_tensors
+        return 2 * X.detach() * g                       # not differentiable again
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_device_skipped_without_gpu():
+    report = check_layer(ll.ReLU(), (3,), verbose=False)
+    assert report["device"].skipped and "no GPU" in report["device"].message
+
+
+def test_device_comparison_logic_on_the_cpu():
+    """The GPU test's comparison, run with the CPU standing in for the GPU
+    (the GPU itself: test_device_on_gpu)."""
+    from layerlab.checking.checks_basic import compare_devices
+    cpu = torch.device("cpu")
+    assert compare_devices(Subject(zoo.CorrectELU(3), [(3, 4, 4)]), cpu) == []
+    assert compare_devices(Subject(ll.Dropout(0.5), [(3, 4, 4)]), cpu) == []
+    problems = compare_devices(Subject(zoo.Float64Output(), [(5,)]), cpu)
+    assert problems and "predict on cpu (float32 input) returned a float64 tensor" in problems[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_device_on_gpu():
+    report = check_layer(zoo.CorrectELU(3), (3, 4, 4), verbose=False)
+    assert report["device"].passed, str(report)
+    report = check_layer(ll.Dropout(0.5), (3, 4, 4), verbose=False)
+    assert report["device"].passed, str(report)
+
+
+# ---------------------------------------------------------------------------
+# train_network checks user layers first
+# ---------------------------------------------------------------------------
+def _features(n=64, d=5):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g)
+    return X, (X[:, 0] > 0).long().numpy()
+
+
+def _net(act):
+    return [ll.FeatureInput(5), ll.FullyConnected(4), act, ll.FullyConnected(2),
+            ll.Softmax(), ll.Classification()]
+
+
+class _TypoELUFeatures(zoo.TypoELU):
+    """The typo'd ELU with alpha of size (C,) for features (N, C)."""
+    def __init__(self, num_channels):
+        super().__init__(num_channels)
+        self.alpha = torch.rand(num_channels)
+
+    def backward(self, X, Z, dLdZ, memory):
+        dLdX = dLdZ * torch.where(X > 0, 1.0, self.alpha + Z)
+        return dLdX, (torch.exp(X.clamp(max=0) - 1) * dLdZ).sum(0)
+
+
+def test_train_network_refuses_a_wrong_user_layer():
+    X, Y = _features()
+    opts = ll.training_options("sgdm", max_epochs=1, mini_batch_size=32, verbose=False)
+    with pytest.raises(LayerCheckError) as info:
+        ll.train_network(X, Y, _net(_TypoELUFeatures(4)), opts)
+    text = str(info.value)
+    assert "_TypoELUFeatures" in text and "gradients" in text and "dLdalpha" in text
+    assert "check_layers=False" in text
+    assert len(info.value.reports) == 1 and not info.value.reports[0].passed
+    assert isinstance(info.value, ll.LayerError)
+    # the option turns it off
+    opts = ll.training_options("sgdm", max_epochs=1, mini_batch_size=32, verbose=False,
+                               check_layers=False)
+    net, _ = ll.train_network(X, Y, _net(_TypoELUFeatures(4)), opts)
+    assert net is not None
+
+
+def test_train_network_checks_user_layers_only_by_default(monkeypatch):
+    ck = sys.modules["layerlab.checking.check_layer"]   # the package's name is the function
+    seen = []
+    real = ck.check_layer
+
+    def spy(layer, *a, **k):
+        seen.append(type(layer).__name__)
+        return real(layer, *a, **k)
+
+    monkeypatch.setattr(ck, "check_layer", spy)
+    X, Y = _features()
+
+    class MyTanh(ll.Layer):
+        def predict(self, X):
+            return torch.tanh(X)
+
+    base = dict(max_epochs=1, mini_batch_size=32, verbose=False, seed=1)
+    ll.train_network(X, Y, _net(MyTanh()), ll.training_options("sgdm", **base))
+    assert seen == ["MyTanh"]
+    seen.clear()
+    ll.train_network(X, Y, _net(MyTanh()), ll.training_options("sgdm", check_layers=True,
+                                                                **base))
+    assert seen == ["FeatureInput", "FullyConnected", "MyTanh", "FullyConnected", "Softmax",
+                    "Classification"]
+    seen.clear()
+    ll.train_network(X, Y, _net(MyTanh()), ll.training_options("sgdm", check_layers=False,
+                                                                **base))
+    assert seen == []
+    with pytest.raises(ll.OptionError, match="check_layers"):
+        ll.training_options("sgdm", check_layers="yes")
+
+
+def test_the_check_does_not_change_training_results():
+    X, Y = _features()
+
+    class MyTanh(ll.Layer):
+        def predict(self, X):
+            return torch.tanh(X)
+
+    runs = []
+    for check in (True, False):
+        opts = ll.training_options("sgdm", max_epochs=2, mini_batch_size=32, verbose=False,
+                                   seed=3, check_layers=check)
+        _, info = ll.train_network(X, Y, _net(MyTanh()), opts)
+        runs.append(info.training_loss)
+    assert np.array_equal(runs[0], runs[1])
+
+
+# ---------------------------------------------------------------------------
+# layerlab check on the command line
+# ---------------------------------------------------------------------------
+ZOO = os.path.join(HERE, "zoo_wrong_layers.py")
+
+
+def test_cli_exit_status_and_report(capsys):
+    rc = cli_main(["check", f"{ZOO}:TypoELU", "--input-size", "4", "5", "5", "--args", "[4]"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAILED   gradients" in out and "dLdalpha" in out and "1 Failed" in out
+    rc = cli_main(["check", f"{ZOO}:CorrectELU", "--input-size", "4,5,5",
+                   "--args", '{"num_channels": 4}'])
+    assert rc == 0 and "0 Failed" in capsys.readouterr().out
+    rc = cli_main(["check", "layerlab.layers:Addition", "--input-size", "3,2", "3,2"])
+    assert rc == 0 and "input sizes (3, 2), (3, 2)" in capsys.readouterr().out
+
+
+def test_cli_bad_arguments(capsys):
+    assert cli_main(["check", "no_such_module_xyz:Thing", "--input-size", "3"]) == 2
+    assert "cannot import" in capsys.readouterr().err
+    assert cli_main(["check", f"{ZOO}:Nope", "--input-size", "3"]) == 2
+    assert "has no class 'Nope'" in capsys.readouterr().err
+    assert cli_main(["check", f"{ZOO}:CorrectELU", "--input-size", "4", "--args", "{bad"]) == 2
+    assert "--args" in capsys.readouterr().err
+    assert cli_main(["check", "layerlab.layers:ReLU", "--input-size", "x"]) == 2
+    assert "--input-size" in capsys.readouterr().err
+
+
+def test_cli_as_a_process():
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    proc = subprocess.run([sys.executable, "-m", "layerlab", "check",
+                           "zoo_wrong_layers:WrongSignTanh", "--input-size", "3"],
+                          cwd=HERE, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED   gradients" in proc.stdout and "dLdX" in proc.stdout
+
+
+class OneWrongElement(zoo.CorrectELU):
+    """dLdX wrong at a single element of 23040: sampling alone would miss it;
+    autograd's derivative of forward points the element checks at it."""
+    def backward(self, X, Z, dLdZ, memory):
+        dLdX, dLdA = super().backward(X, Z, dLdZ, memory)
+        dLdX = dLdX.clone()
+        if dLdX.shape[0] > 1:
+            dLdX[1, 7, 5, 9] += 0.01
+        return dLdX, dLdA
+
+
+def test_a_bug_at_one_element_is_found():
+    report = check_layer(OneWrongElement(20), (20, 24, 24), verbose=False)
+    assert report.failed_tests == ["gradients"]
+    (m,) = report["gradients"].details
+    assert m.derivative == "dLdX" and m.index == (1, 7, 5, 9) and m.wrong == 1
+    assert m.checked < m.total == 2 * 20 * 24 * 24
+    assert m.got - m.expected == pytest.approx(0.01, rel=1e-6)
+
+
+def test_non_finite_outputs_are_reported_by_runs():
+    class Log(ll.Layer):                    # defined for positive inputs only
+        def predict(self, X):
+            return torch.log(X)
+
+    report = check_layer(Log(), (4,), verbose=False)
+    assert "runs" in report.failed_tests
+    assert "gives nan at index" in report["runs"].message
+    assert report["gradients"].skipped
