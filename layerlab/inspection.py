@@ -1,0 +1,40 @@
+"""``activations(net, X, layer_name)``: a layer's outputs, for looking at features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .data import as_input_tensor
+from .network.network import Network, as_network
+
+__all__ = ["activations"]
+
+
+def activations(net: Network | Any, X: Any, layer_name: str, mini_batch_size: int = 1024):
+    """The outputs of layer ``layer_name`` for inputs ``X`` (inference mode),
+    of size ``(N, *net.sizes[layer_name][0])``, e.g. ``(N, 20, 24, 24)`` after
+    a 5x5 convolution with 20 filters on 28x28 images. MATLAB's
+    ``activations(net, X, layer)``. A NumPy array for NumPy input, a tensor
+    for tensor input; a tuple for a layer with several outputs.
+    """
+    net = as_network(net)
+    index = [l.name for l in net.layers].index(net.layer(layer_name).name)
+    was_tensor = isinstance(X, torch.Tensor)
+    Xt = as_input_tensor(X, net.input_size, "activations X")
+    was_training = net.training
+    net.eval()
+    device = net.device
+    outs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, Xt.shape[0], mini_batch_size):
+                z = net(Xt[start:start + mini_batch_size].to(device), until=index)
+                outs.append(z if isinstance(z, tuple) else (z,))
+    finally:
+        net.train(was_training)
+    cols = [torch.cat(parts) for parts in zip(*outs)] if outs else [torch.empty(0)]
+    if not was_tensor:
+        cols = [c.cpu().numpy() for c in cols]
+    return cols[0] if len(cols) == 1 else tuple(cols)
