@@ -1,0 +1,670 @@
+"""Studies: configurations x repeats x metrics, with statistics and a report.
+
+A study trains (or measures) every configuration several times, with the
+same seeds for every configuration, and reports each metric's mean and
+standard deviation, paired tests between configurations, a CSV with one row
+per run and a Markdown report with PNG figures::
+
+    from layerlab.experiments import Study
+
+    def run(activation, seed):                  # one run -> its metrics
+        ...
+        return {"accuracy": acc, "time_s": info.time_elapsed}
+
+    study = Study("my-study", run,
+                  configurations={"ReLU": dict(activation="relu"),
+                                  "ELU": dict(activation="elu")},
+                  metrics=["accuracy", "time_s"], repeats=5)
+    result = study.run(out="results/my-study")
+    print(result.table())
+
+Why the seeds are shared: repeat ``r`` of every configuration runs with seed
+``study.seed + r``, so the configurations of one repeat see the same random
+stream (data shuffling; initial weights wherever the layers draw the same
+numbers). Differences between configurations are then compared *within* a
+repeat, which is what a paired test needs and which removes the
+run-to-run variation common to both.
+
+Which test and why: the differences ``d_r = a_r - b_r`` of a metric between
+two configurations over the repeats are tested with a paired t-test
+(:func:`scipy.stats.ttest_rel`) and a Wilcoxon signed-rank test
+(:func:`scipy.stats.wilcoxon`, exact two-sided). The t-test is the primary
+one, because with ``n`` pairs the smallest p-value the Wilcoxon test can give
+is ``2 / 2**n``: 0.0625 for 5 repeats, so at the default 5 repeats it can
+never reach 0.05 however large the effect. The t-test assumes roughly normal
+differences, plausible for accuracies averaged over thousands of test
+images; the Wilcoxon test (what the ELU paper used, with 10 runs) makes no
+such assumption and is shown beside it. p-values of the t-test are corrected
+for the number of comparisons made for a metric (Holm), and a difference is
+called significant when the corrected p-value is below ``alpha`` (0.05).
+Five repeats only detect differences that are large against the run-to-run
+spread: "not significant" means "not shown", not "equal".
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import math
+import os
+import platform
+import random
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
+
+import numpy as np
+
+from ..errors import OptionError
+
+__all__ = ["Study", "StudyResult", "Metric", "Comparison", "paired_test",
+           "wilcoxon_min_p", "holm"]
+
+
+# ---------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A scalar a run reports.
+
+    Args:
+        name: the key in the run's result dictionary and the CSV column.
+        label: how tables and figures name it (default: ``name``).
+        fmt: format of its values in tables, e.g. ``".4f"``.
+        better: ``"higher"``, ``"lower"`` or ``None``; tables mark the best
+            configuration and say which side of a comparison wins.
+        test: whether configurations are compared on it with paired tests.
+        plot: whether the default figure shows it.
+    """
+
+    name: str
+    label: str | None = None
+    fmt: str = ".4g"
+    better: str | None = None
+    test: bool = True
+    plot: bool = True
+
+    def __post_init__(self):
+        if self.better not in ("higher", "lower", None):
+            raise OptionError(f"Metric {self.name!r}: better must be 'higher', 'lower' or None, "
+                              f"got {self.better!r}")
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    def format(self, value: float) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        return format(value, self.fmt)
+
+
+def _as_metric(m: Metric | str) -> Metric:
+    if isinstance(m, Metric):
+        return m
+    if isinstance(m, str):
+        return Metric(m)
+    raise OptionError(f"Study metrics: expected names or Metric objects, got {type(m).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------
+def wilcoxon_min_p(n: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can
+    give with ``n`` non-zero paired differences: all of one sign,
+    ``2 * (1/2)**n``."""
+    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down correction of p-values for multiple comparisons
+    (controls the family-wise error rate; NaNs are left out and kept)."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m = len(order)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+@dataclasses.dataclass
+class Comparison:
+    """A paired comparison of configurations ``a`` and ``b`` on one metric.
+
+    ``mean_diff`` is the mean of ``a - b`` over the paired repeats,
+    ``ci_low``/``ci_high`` its 95% t-interval; ``p_t`` the paired t-test's
+    p-value, ``p_t_holm`` the same corrected for the study's comparisons on
+    this metric; ``p_wilcoxon`` the exact two-sided Wilcoxon signed-rank
+    p-value and ``wilcoxon_floor`` the smallest it could have been.
+    """
+
+    metric: str
+    a: str
+    b: str
+    n: int
+    mean_a: float
+    mean_b: float
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_t: float
+    p_wilcoxon: float
+    wilcoxon_floor: float
+    p_t_holm: float = float("nan")
+    significant: bool = False
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], metric: str = "",
+                names: tuple[str, str] = ("a", "b")) -> Comparison:
+    """Paired t-test and exact Wilcoxon signed-rank test of ``a`` against
+    ``b`` (equal lengths, pair ``i`` from the same seed)."""
+    from scipy import stats  # local: scipy is slow to import
+
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise OptionError(f"paired_test: expected two 1-d sequences of equal length, got "
+                          f"{a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    d = a - b
+    nan = float("nan")
+    mean_diff = float(d.mean()) if n else nan
+    ci = (nan, nan)
+    p_t = p_w = nan
+    nonzero = int(np.count_nonzero(d))
+    if n >= 2:
+        sd = float(d.std(ddof=1))
+        if sd > 0:
+            half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+            ci = (mean_diff - half, mean_diff + half)
+            p_t = float(stats.ttest_rel(a, b).pvalue)
+        else:  # every pair differs by the same amount: no spread to test against
+            ci = (mean_diff, mean_diff)
+            p_t = 1.0 if mean_diff == 0 else 0.0
+        if nonzero == 0:
+            p_w = 1.0
+        else:
+            # zeros (ties between the two configurations) carry no sign: drop them
+            p_w = float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided",
+                                       method="exact" if nonzero <= 50 else "auto").pvalue)
+    return Comparison(metric=metric, a=names[0], b=names[1], n=n,
+                      mean_a=float(a.mean()) if n else nan, mean_b=float(b.mean()) if n else nan,
+                      mean_diff=mean_diff, ci_low=ci[0], ci_high=ci[1], p_t=p_t,
+                      p_wilcoxon=p_w, wilcoxon_floor=wilcoxon_min_p(nonzero))
+
+
+# ---------------------------------------------------------------------------
+# the study
+# ---------------------------------------------------------------------------
+FigureFn = Callable[["StudyResult", str], Iterable[tuple[str, str]]]
+
+
+class Study:
+    """Configurations x repeats x metrics.
+
+    Args:
+        name: short name, used for the folder and the report's title.
+        run: ``run(**params, seed=seed) -> dict``: one run of one
+            configuration. The dictionary maps each metric's name to a number;
+            other entries that are 1-d arrays (e.g. a training-loss curve) are
+            kept as curves (``curves.csv``), other values are ignored.
+        configurations: ``{name: params}``: the keyword arguments of ``run``
+            for each configuration (a list of names means no parameters).
+        metrics: the metrics (names or :class:`Metric`) every run reports.
+        repeats: default number of repeats (seeds) per configuration.
+        seed: the seed of repeat 0; repeat ``r`` uses ``seed + r``.
+        comparisons: ``(a, b)`` pairs of configuration names to test;
+            default: every configuration against the first one.
+        reference: ``{configuration: {metric: value}}``: published figures
+            shown beside ours (``reference_label`` says where they are from).
+        figures: functions ``f(result, folder) -> [(file, caption), ...]``
+            that draw the study's own figures into ``folder``; the default
+            figure (each plotted metric per configuration) is drawn too
+            unless ``default_figure=False``.
+        title, description, settings: text for the report (``settings`` is
+            a dict of the fixed experimental settings).
+        notes: extra Markdown appended to the report; a function of the
+            result, or a string.
+    """
+
+    def __init__(self, name: str, run: Callable[..., Mapping[str, Any]],
+                 configurations: Mapping[str, Mapping[str, Any]] | Sequence[str],
+                 metrics: Sequence[Metric | str], *, repeats: int = 5, seed: int = 0,
+                 comparisons: Sequence[tuple[str, str]] | None = None,
+                 reference: Mapping[str, Mapping[str, float]] | None = None,
+                 reference_label: str = "reference",
+                 figures: Sequence[FigureFn] = (), default_figure: bool = True,
+                 title: str | None = None, description: str = "",
+                 settings: Mapping[str, Any] | None = None,
+                 notes: str | Callable[["StudyResult"], str] = ""):
+        if not callable(run):
+            raise OptionError(f"Study {name!r}: run must be a function, got {type(run).__name__}")
+        if isinstance(configurations, Mapping):
+            configs = {str(k): dict(v or {}) for k, v in configurations.items()}
+        else:
+            configs = {str(k): {} for k in configurations}
+        if not configs:
+            raise OptionError(f"Study {name!r}: needs at least one configuration")
+        self.name = name
+        self.run_fn = run
+        self.configurations = configs
+        self.metrics = [_as_metric(m) for m in metrics]
+        if not self.metrics:
+            raise OptionError(f"Study {name!r}: needs at least one metric")
+        self.repeats = _positive(repeats, "repeats")
+        self.seed = int(seed)
+        names = list(configs)
+        if comparisons is None:
+            comparisons = [(names[0], other) for other in names[1:]]
+        for a, b in comparisons:
+            for c in (a, b):
+                if c not in configs:
+                    raise OptionError(f"Study {name!r}: comparison names unknown configuration "
+                                      f"{c!r}; the configurations are {names}")
+        self.comparisons = [tuple(c) for c in comparisons]
+        self.reference = {k: dict(v) for k, v in (reference or {}).items()}
+        self.reference_label = reference_label
+        self.figures = list(figures)
+        self.default_figure = default_figure
+        self.title = title or name
+        self.description = description
+        self.settings = dict(settings or {})
+        self.notes = notes
+
+    def run(self, repeats: int | None = None, out: str | None = None,
+            stream: TextIO | None = None, command: str | None = None) -> "StudyResult":
+        """Run every configuration ``repeats`` times, printing one progress
+        line per run; write the report into ``out`` when given.
+
+        The loop is repeat-major (all configurations of repeat 0, then of
+        repeat 1, ...), so a study stopped early still has complete pairs,
+        and slow-downs of a shared machine spread over all configurations
+        instead of hitting one.
+        """
+        repeats = self.repeats if repeats is None else _positive(repeats, "repeats")
+        stream = stream if stream is not None else sys.stdout
+        result = StudyResult(self, repeats)
+        total = repeats * len(self.configurations)
+        start = time.perf_counter()
+        k = 0
+        print(f"Study {self.name}: {len(self.configurations)} configurations x {repeats} "
+              f"repeats = {total} runs", file=stream, flush=True)
+        for r in range(repeats):
+            seed = self.seed + r
+            for cname, params in self.configurations.items():
+                _seed_everything(seed)
+                t0 = time.perf_counter()
+                output = self.run_fn(**params, seed=seed)
+                wall = time.perf_counter() - t0
+                result._add(cname, r, seed, output, wall)
+                k += 1
+                elapsed = time.perf_counter() - start
+                eta = elapsed / k * (total - k)
+                shown = ", ".join(f"{m.title} {m.format(result.rows[-1][m.name])}"
+                                  for m in self.metrics)
+                print(f"[{k:>{len(str(total))}}/{total}] {cname} (repeat {r + 1}/{repeats}, "
+                      f"seed {seed}): {shown}  [{wall:.1f} s; elapsed {_clock(elapsed)}, "
+                      f"left ~{_clock(eta)}]", file=stream, flush=True)
+            result.completed_repeats = r + 1
+            result.wall_time = time.perf_counter() - start
+            if out is not None and r + 1 < repeats:
+                # a long study stopped early still leaves a report of its
+                # complete repeats (marked partial), not nothing
+                result.write(out, command=command)
+        if out is not None:
+            result.write(out, command=command)
+        return result
+
+
+def _positive(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise OptionError(f"Study {what}: expected an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch, so a configuration's layers (whose
+    constructors may draw initial values) are the same in every rerun."""
+    import torch
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ---------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------
+class StudyResult:
+    """The runs of a study: ``rows`` (one dict per run: configuration,
+    parameters, repeat, seed, metrics, wall time) and ``curves``
+    (``{(configuration, repeat): {curve: array}}``)."""
+
+    def __init__(self, study: Study, repeats: int):
+        self.study = study
+        self.repeats = repeats
+        self.rows: list[dict[str, Any]] = []
+        self.curves: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.wall_time = float("nan")
+        self.completed_repeats = 0
+
+    def _add(self, cname: str, repeat: int, seed: int, output: Mapping[str, Any],
+             wall: float) -> None:
+        if not isinstance(output, Mapping):
+            raise OptionError(f"Study {self.study.name!r}: run() must return a dict of metrics, "
+                              f"got {type(output).__name__}")
+        row: dict[str, Any] = {"configuration": cname}
+        for k, v in self.study.configurations[cname].items():
+            if isinstance(v, (int, float, str, bool, np.number)) or v is None:
+                row[k] = v
+        row.update(repeat=repeat, seed=seed)
+        for m in self.study.metrics:
+            if m.name not in output:
+                raise OptionError(f"Study {self.study.name!r}: run() of {cname!r} returned no "
+                                  f"metric {m.name!r}; it returned {sorted(output)}")
+            row[m.name] = float(output[m.name])
+        row["wall_s"] = round(wall, 3)
+        self.rows.append(row)
+        metric_names = {m.name for m in self.study.metrics}
+        curves = {k: np.asarray(v, dtype=float) for k, v in output.items()
+                  if k not in metric_names and isinstance(v, (list, tuple, np.ndarray))
+                  and np.ndim(v) == 1}
+        if curves:
+            self.curves[(cname, repeat)] = curves
+
+    # -- queries ---------------------------------------------------------
+    @property
+    def configurations(self) -> list[str]:
+        return list(self.study.configurations)
+
+    def values(self, configuration: str, metric: str) -> np.ndarray:
+        """The metric's values of a configuration, in repeat order."""
+        rows = sorted((r for r in self.rows if r["configuration"] == configuration),
+                      key=lambda r: r["repeat"])
+        return np.array([r[metric] for r in rows], dtype=float)
+
+    def mean(self, configuration: str, metric: str) -> float:
+        v = self.values(configuration, metric)
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if len(v) else float("nan")
+
+    def std(self, configuration: str, metric: str) -> float:
+        """Sample standard deviation over repeats (``ddof=1``; NaN for one)."""
+        v = self.values(configuration, metric)
+        v = v[np.isfinite(v)]
+        return float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+    def curve(self, configuration: str, name: str) -> np.ndarray:
+        """A curve of every repeat of a configuration, ``(repeats, length)``
+        (cut to the shortest)."""
+        cs = [c[name] for (cn, _), c in sorted(self.curves.items()) if cn == configuration
+              and name in c]
+        if not cs:
+            raise OptionError(f"no curve {name!r} for configuration {configuration!r}")
+        n = min(len(c) for c in cs)
+        return np.stack([c[:n] for c in cs])
+
+    def compare(self, a: str, b: str, metric: str) -> Comparison:
+        """Paired test of configurations ``a`` and ``b`` on ``metric``."""
+        va, vb = self.values(a, metric), self.values(b, metric)
+        n = min(len(va), len(vb))
+        return paired_test(va[:n], vb[:n], metric, (a, b))
+
+    def comparisons(self, alpha: float = 0.05) -> list[Comparison]:
+        """Every comparison of the study on every tested metric, with Holm's
+        correction within a metric."""
+        out: list[Comparison] = []
+        for m in self.study.metrics:
+            if not m.test:
+                continue
+            cs = [self.compare(a, b, m.name) for a, b in self.study.comparisons]
+            for c, p in zip(cs, holm([c.p_t for c in cs])):
+                c.p_t_holm = p
+                c.significant = bool(p < alpha)
+            out += cs
+        return out
+
+    # -- text ------------------------------------------------------------
+    def summary_rows(self) -> list[list[str]]:
+        """Header and one row per configuration: mean ± std of each metric
+        (and the reference value where given)."""
+        metrics = self.study.metrics
+        ref = self.study.reference
+        header = ["configuration", "runs"]
+        for m in metrics:
+            header.append(f"{m.title} (mean ± std)")
+            if any(m.name in v for v in ref.values()):
+                header.append(f"{m.title}, {self.study.reference_label}")
+        rows = [header]
+        best = {}
+        for m in metrics:
+            if m.better:
+                means = {c: self.mean(c, m.name) for c in self.configurations}
+                finite = {c: v for c, v in means.items() if math.isfinite(v)}
+                if finite and len(finite) > 1:
+                    pick = max if m.better == "higher" else min
+                    best[m.name] = pick(finite, key=finite.get)
+        for c in self.configurations:
+            n = len(self.values(c, metrics[0].name))
+            row = [c, str(n)]
+            for m in metrics:
+                cell = f"{m.format(self.mean(c, m.name))} ± {m.format(self.std(c, m.name))}"
+                if best.get(m.name) == c:
+                    cell += " *"
+                row.append(cell)
+                if any(m.name in v for v in ref.values()):
+                    rv = ref.get(c, {}).get(m.name)
+                    row.append(m.format(rv) if rv is not None else "")
+            rows.append(row)
+        return rows
+
+    def comparison_rows(self, alpha: float = 0.05) -> list[list[str]]:
+        metrics = {m.name: m for m in self.study.metrics}
+        rows = [["metric", "a", "b", "mean a - b", "95% CI", "p (paired t)", "p (t, Holm)",
+                 "p (Wilcoxon)", "significant"]]
+        for c in self.comparisons(alpha):
+            m = metrics[c.metric]
+            rows.append([m.title, c.a, c.b, m.format(c.mean_diff),
+                         f"[{m.format(c.ci_low)}, {m.format(c.ci_high)}]", _p(c.p_t),
+                         _p(c.p_t_holm), f"{_p(c.p_wilcoxon)} (min {c.wilcoxon_floor:.3g})",
+                         "yes" if c.significant else "no"])
+        return rows
+
+    def table(self) -> str:
+        """The summary as aligned text, then the comparisons."""
+        text = _text_table(self.summary_rows())
+        if self.completed_repeats > 1 and self.study.comparisons:
+            text += "\n\nPaired comparisons (same seeds; t-test primary, Holm-corrected):\n"
+            text += _text_table(self.comparison_rows())
+        return text
+
+    # -- files -----------------------------------------------------------
+    def to_csv(self, path: str) -> str:
+        """One row per run."""
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        return path
+
+    def curves_to_csv(self, path: str) -> str | None:
+        """Curves in long form: configuration, repeat, curve, step, value."""
+        if not self.curves:
+            return None
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["configuration", "repeat", "curve", "step", "value"])
+            for (cname, rep), cs in self.curves.items():
+                for name, arr in cs.items():
+                    for i, v in enumerate(arr):
+                        w.writerow([cname, rep, name, i + 1, f"{v:.6g}"])
+        return path
+
+    def write(self, out: str, command: str | None = None) -> str:
+        """Write ``runs.csv``, ``curves.csv`` (if any), the figures and
+        ``report.md`` into folder ``out``; return the report's path."""
+        os.makedirs(out, exist_ok=True)
+        self.to_csv(os.path.join(out, "runs.csv"))
+        has_curves = self.curves_to_csv(os.path.join(out, "curves.csv")) is not None
+        figures: list[tuple[str, str]] = []
+        import matplotlib
+        matplotlib.use("Agg")  # files only; no display needed
+        if self.study.default_figure:
+            figures += _default_figure(self, out)
+        for fn in self.study.figures:
+            figures += list(fn(self, out))
+        path = os.path.join(out, "report.md")
+        with open(path, "w") as f:
+            f.write(self.markdown(figures, command, has_curves))
+        return path
+
+    def markdown(self, figures: Sequence[tuple[str, str]] = (), command: str | None = None,
+                 has_curves: bool = False) -> str:
+        s = self.study
+        import torch
+        out = io.StringIO()
+        w = out.write
+        w(f"# {s.title}\n\n")
+        if s.description:
+            w(s.description.strip() + "\n\n")
+        if command:
+            w(f"Made with:\n\n```\n{command}\n```\n\n")
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        from .. import __version__
+        took = _clock(self.wall_time) if math.isfinite(self.wall_time) else "n/a"
+        if self.completed_repeats < self.repeats:
+            w(f"**Partial results: {self.completed_repeats} of {self.repeats} repeats "
+              f"completed so far.**\n\n")
+        w(f"{len(s.configurations)} configurations x {self.completed_repeats} repeats (seeds "
+          f"{s.seed}..{s.seed + self.completed_repeats - 1}, the same for every configuration), "
+          f"{len(self.rows)} runs in {took}; "
+          f"{when}; layerlab {__version__}, PyTorch {torch.__version__}, "
+          f"{platform.machine()} {os.cpu_count()} CPU cores, "
+          f"{torch.get_num_threads()} PyTorch thread(s).\n\n")
+        if s.settings:
+            w("## Settings\n\n")
+            for k, v in s.settings.items():
+                w(f"- {k}: {v}\n")
+            w("\n")
+        w("## Results\n\n")
+        w(_md_table(self.summary_rows()))
+        w("\nmean ± sample standard deviation over the repeats; * marks the best mean.\n\n")
+        if self.completed_repeats > 1 and s.comparisons:
+            w("## Paired comparisons\n\n")
+            w(_md_table(self.comparison_rows()))
+            w(f"\n{_statistics_note(self.completed_repeats)}\n\n")
+        if figures:
+            w("## Figures\n\n")
+            for fname, caption in figures:
+                w(f"![{caption}]({fname})\n\n*{caption}*\n\n")
+        notes = s.notes(self) if callable(s.notes) else s.notes
+        if notes:
+            w("## Notes\n\n" + notes.strip() + "\n\n")
+        w("## Files\n\n- `runs.csv`: one row per run (configuration, parameters, repeat, seed, "
+          "metrics, wall time in seconds).\n")
+        if has_curves:
+            w("- `curves.csv`: per-run curves (configuration, repeat, curve, step, value).\n")
+        return out.getvalue()
+
+
+def _statistics_note(repeats: int) -> str:
+    power = ("cannot reach 0.05 at this number of repeats" if wilcoxon_min_p(repeats) >= 0.05
+             else "can reach 0.05 only when (nearly) all pairs agree in sign")
+    return (f"Tests pair the runs of two configurations that share a seed. The paired t-test "
+            f"(`scipy.stats.ttest_rel`) is the primary test, Holm-corrected over this table's "
+            f"comparisons of a metric; \"significant\" means corrected p < 0.05. The exact "
+            f"Wilcoxon signed-rank test (`scipy.stats.wilcoxon`) is shown as the assumption-free "
+            f"check; with {repeats} pairs its smallest possible p-value is "
+            f"{wilcoxon_min_p(repeats):.3g}, so it "
+            f"{power}. "
+            f"With {repeats} repeats only differences that are large against the run-to-run "
+            f"spread are detected: \"no\" means \"not shown\", not \"equal\". Training times "
+            f"were taken on a shared machine and are noisy.")
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+    out = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])]
+    out += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return "\n".join(out) + "\n"
+
+
+def _default_figure(result: StudyResult, out: str) -> list[tuple[str, str]]:
+    """Each plotted metric per configuration: every run as a dot, mean ±
+    std as a bar with error bar, the reference value as a red cross."""
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in result.study.metrics if m.plot]
+    if not metrics:
+        return []
+    names = result.configurations
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 1.1 * len(names) + 2) *
+                                                       len(metrics), 4.2), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, m in zip(axes[0], metrics):
+        x = np.arange(len(names))
+        means = [result.mean(c, m.name) for c in names]
+        stds = [result.std(c, m.name) for c in names]
+        ax.bar(x, means, yerr=[0 if math.isnan(s) else s for s in stds], color="#9ecae1",
+               edgecolor="#3182bd", capsize=4, label="mean ± std")
+        for i, c in enumerate(names):
+            v = result.values(c, m.name)
+            ax.plot(i + rng.uniform(-0.15, 0.15, len(v)), v, "o", color="#08519c", ms=3.5,
+                    label="runs" if i == 0 else None)
+            rv = result.study.reference.get(c, {}).get(m.name)
+            if rv is not None:
+                ax.plot(i, rv, "x", color="#d62728", ms=9, mew=2,
+                        label=result.study.reference_label if not any(
+                            result.study.reference.get(cc, {}).get(m.name) is not None
+                            for cc in names[:i]) else None)
+        finite = [v for c in names for v in result.values(c, m.name) if np.isfinite(v)]
+        refs = [result.study.reference.get(c, {}).get(m.name) for c in names]
+        finite += [r for r in refs if r is not None]
+        if finite and m.better == "higher" and min(finite) > 0:
+            lo, hi = min(finite), max(finite)
+            pad = (hi - lo) * 0.3 + 1e-9
+            ax.set_ylim(max(0.0, lo - pad), hi + pad)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+        ax.set_title(m.title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{result.study.title}: {result.completed_repeats} repeats per configuration",
+                 fontsize=10)
+    fig.tight_layout()
+    fname = "metrics.png"
+    fig.savefig(os.path.join(out, fname), dpi=110)
+    plt.close(fig)
+    return [(fname, "Each configuration's metrics: dots are runs, bars mean ± std"
+             + (f", crosses {result.study.reference_label}" if result.study.reference else ""))]
