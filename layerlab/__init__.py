@@ -17,10 +17,19 @@ from .errors import (DataError, LayerError, LayerlabError, NetworkError, OptionE
 from .layer import InputLayer, Layer, Learnable, OutputLayer, State
 from .layers import (BatchNormalization, Classification, Convolution2d, ELU, FullyConnected,
                      Gaussian, ImageInput, ReLU, Softmax, initializers)
-from .network import LayerGraph, Network
+from .layers import (Addition, AveragePooling2d, Concatenation, CReLU, Dropout, FeatureInput,
+                     FullyConnectedMaxout, GlobalAveragePooling2d, LayerNormalization,
+                     LeakyReLU, Maxout, MaxPooling2d, PReLU, Regression, Sigmoid,
+                     SpatialDropout, Tanh)
+from .network import Block, LayerGraph, Network, residual_block, summary
 from .training import TrainingInfo, TrainingOptions, train_network, training_options
 from .inference import classify, predict
+from .persistence import export_onnx, load, save
+from .checking import CheckReport, check_layer
+from .inspection import activations
+from .training.plots import plot_training
 from . import datasets
+from . import experiments
 
 __version__ = "0.1.0"
 
@@ -28,8 +37,14 @@ __all__ = [
     "Layer", "Learnable", "State", "InputLayer", "OutputLayer",
     "BatchNormalization", "Classification", "Convolution2d", "ELU", "FullyConnected",
     "Gaussian", "ImageInput", "ReLU", "Softmax", "initializers",
+    "Addition", "AveragePooling2d", "Concatenation", "CReLU", "Dropout", "FeatureInput",
+    "FullyConnectedMaxout", "GlobalAveragePooling2d", "LayerNormalization", "LeakyReLU",
+    "Maxout", "MaxPooling2d", "PReLU", "Regression", "Sigmoid", "SpatialDropout", "Tanh",
+    "Block", "residual_block", "summary",
     "LayerGraph", "Network", "train_network", "training_options", "TrainingOptions",
-    "TrainingInfo", "classify", "predict", "datasets",
+    "TrainingInfo", "classify", "predict", "datasets", "experiments",
     "LayerlabError", "LayerError", "NetworkError", "OptionError", "DataError",
     "TrainingError", "PersistenceError",
+    "save", "load", "export_onnx", "activations", "plot_training",
+    "check_layer", "CheckReport",
 ]

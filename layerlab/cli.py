@@ -15,6 +15,11 @@ __all__ = ["main"]
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "demo": ("layerlab.demo", "the seed post end to end: define an ELU layer, train, classify"),
+    "check": ("layerlab.checking.command",
+              "check a layer class (MATLAB's checkLayer): layerlab check MODULE:CLASS "
+              "--input-size 20 24 24"),
+    "experiment": ("layerlab.experiments.command",
+                   "run a study (configurations x repeats) with statistics and a report"),
 }
 
 

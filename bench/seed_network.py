@@ -1,0 +1,330 @@
+"""Seed-network training: layerlab against a plain hand-written PyTorch loop.
+
+The seed network of the post "Defining Your Own Network Layer": image input
+28x28x1 (zero-centred), conv 5x5 with 20 filters, batch normalization, ELU
+with one learnable alpha per channel, fully connected 10, softmax and
+cross-entropy; SGD with momentum 0.9, L2 1e-4, learning rate 0.01,
+mini-batch 128, shuffled once, the incomplete last mini-batch dropped
+(39 iterations an epoch, 1170 in the seed's 30 epochs), on
+``layerlab.datasets.digits_train()``; test accuracy on ``digits_test()``.
+
+Contenders (each trains from scratch, same seed, same data, same iterations):
+
+``plain``
+    The loop a PyTorch user writes: an ``nn.Sequential`` with the ELU as a
+    plain ``nn.Module`` written with ``clamp`` and ``exp`` (autograd
+    differentiates it), Glorot initial weights as MATLAB's, the data
+    preloaded as tensors, zero-centred once and shuffled once, sliced into
+    mini-batches (no DataLoader), ``torch.optim.SGD(momentum=0.9,
+    weight_decay=1e-4)``, and the loss printed every 50 iterations.
+``plain-dataloader``
+    The same with a ``TensorDataset`` and ``DataLoader(batch_size=128,
+    shuffle=True, drop_last=True)`` (reshuffled every epoch), the other
+    common way to write it. Off by default (``--contenders``).
+``layerlab``
+    ``layerlab.train_network`` with the seed layers
+    (``layerlab.demo.seed_layers()``: the built-in ``ELU(20)`` with its
+    hand-written backward) and ``training_options("sgdm", ...)``, verbose
+    table on (written to a buffer).
+``layerlab-user-elu``
+    The same with the demo's user-written ``SeedELU`` layer. Off by default.
+``bare``
+    layerlab's own network and solver driven by the bare minimum loop
+    (forward, loss, zero_grad, backward, step; no bookkeeping, no table):
+    ``layerlab / bare - 1`` is layerlab's overhead.
+
+Each contender's time is its training loop's wall clock (the trainer's
+``info.time_elapsed``; for the others the same span: after the data are
+prepared, until the last step, GPU synchronised) divided by its
+iterations. The contenders run interleaved in one process, round after
+round (the order rotating each round, so that a slow spell of a shared
+machine hits all of them), and the report gives the median over rounds and
+the median of the per-round ratios.
+
+Usage::
+
+    python bench/seed_network.py            # 30 epochs (1170 iterations) x 3 rounds
+    python bench/seed_network.py --quick    # CI: 3 epochs x 3 rounds, prints the ratios
+    python bench/seed_network.py --contenders plain,plain-dataloader,layerlab,bare
+
+Results go to ``bench/results/seed_network.{json,md}`` (``--out``).
+No timing is asserted: on a shared machine only the ratios mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+
+import layerlab as ll  # noqa: E402
+from layerlab.demo import SeedELU, seed_layers  # noqa: E402
+
+BATCH, LR, MOMENTUM, L2 = 128, 0.01, 0.9, 1e-4
+CONTENDERS = ("plain", "plain-dataloader", "layerlab", "layerlab-user-elu", "bare")
+DEFAULT_CONTENDERS = ("plain", "layerlab", "bare")
+
+
+# ---- the plain PyTorch loop, as a user writes it ---------------------------
+class PlainELU(nn.Module):
+    """ELU with one learnable alpha per channel, written as a user would."""
+
+    def __init__(self, num_channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.rand(num_channels, 1, 1))
+
+    def forward(self, x):
+        return x.clamp(min=0) + self.alpha * (torch.exp(x.clamp(max=0)) - 1)
+
+
+def plain_model() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.BatchNorm2d(20), PlainELU(20),
+                          nn.Flatten(), nn.Linear(20 * 24 * 24, 10))
+    for m in (model[0], model[4]):          # Glorot weights, zero bias: MATLAB's default
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    return model
+
+
+def plain_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor,
+                   mean: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(X[i:i + 1024] - mean).argmax(1) for i in range(0, len(X), 1024)])
+    return float((pred == Y).float().mean())
+
+
+def run_plain(data: dict, epochs: int, seed: int, device: torch.device,
+              dataloader: bool = False, batch: int = BATCH) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    X, Y = data["X"].to(device), data["Y"].to(device)
+    model = plain_model().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=L2)
+    mean = X.mean(0)
+    X = X - mean                                     # zero-centre once, as imageInputLayer
+    log = io.StringIO()
+    if dataloader:
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y),
+                                             batch_size=batch, shuffle=True, drop_last=True)
+        batches = lambda: loader  # noqa: E731
+    else:
+        perm = torch.randperm(len(X), device=device)
+        X, Y = X[perm], Y[perm]                      # shuffle once
+        batches = lambda: ((X[i:i + batch], Y[i:i + batch])  # noqa: E731
+                           for i in range(0, len(X) - batch + 1, batch))
+    model.train()
+    it = 0
+    common.sync(device)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        for xb, yb in batches():
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            it += 1
+            if it == 1 or it % 50 == 0:
+                print(f"epoch {epoch + 1} iteration {it} loss {loss.item():.4f}", file=log)
+    common.sync(device)
+    seconds = time.perf_counter() - t0
+    acc = plain_accuracy(model, data["XTest"].to(device), data["YTest"].to(device), mean)
+    return dict(seconds=seconds, iterations=it, accuracy=acc)
+
+
+# ---- layerlab ---------------------------------------------------------------
+def _layers(user_elu: bool, seed: int) -> list:
+    torch.manual_seed(seed)
+    return seed_layers(SeedELU(20) if user_elu else None)
+
+
+def run_layerlab(data: dict, epochs: int, seed: int, device: torch.device,
+                 user_elu: bool = False, batch: int = BATCH,
+                 layers: list | None = None) -> dict[str, Any]:
+    opts = ll.training_options("sgdm", max_epochs=epochs, seed=seed, verbose=True,
+                               mini_batch_size=batch,
+                               execution_environment="gpu" if device.type == "cuda" else "cpu")
+    layers = layers if layers is not None else _layers(user_elu, seed)
+    net, info = ll.train_network(data["X"], data["Y"], layers, opts,
+                                 stream=io.StringIO())
+    acc = float((ll.classify(net, data["XTest"]) == data["YTest"].numpy()).mean())
+    return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc,
+                final_loss=float(info.training_loss[-1]))
+
+
+def run_bare(data: dict, epochs: int, seed: int, device: torch.device) -> dict[str, Any]:
+    """layerlab's network and solver, in the least loop that trains them."""
+    from layerlab.network.network import Network
+    from layerlab.training.solvers import make_optimizer
+    layers = _layers(False, seed)
+    torch.manual_seed(seed)                          # as train_network does
+    net = Network(copy.deepcopy(layers)).to(device)
+    X, Y = data["X"].to(device), data["Y"].to(device)
+    net.input_layer.compute_normalization(X)
+    T = net.output_layer.prepare_targets(data["Y"].numpy(), len(X)).to(device)
+    opt = make_optimizer(net, ll.training_options("sgdm", max_epochs=epochs))
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(X), generator=gen).to(device)
+    X, T = X[perm], T[perm]
+    n = len(X) // BATCH * BATCH
+    net.train()
+    it = 0
+    common.sync(device)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(0, n, BATCH):
+            loss = net.loss(net(X[i:i + BATCH], logits=True), T[i:i + BATCH], from_logits=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+    common.sync(device)
+    seconds = time.perf_counter() - t0
+    net.eval()
+    acc = float((net.classify(data["XTest"]) == data["YTest"].numpy()).mean())
+    return dict(seconds=seconds, iterations=it, accuracy=acc)
+
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "plain": run_plain,
+    "plain-dataloader": lambda *a: run_plain(*a, dataloader=True),
+    "layerlab": run_layerlab,
+    "layerlab-user-elu": lambda *a: run_layerlab(*a, user_elu=True),
+    "bare": run_bare,
+}
+
+
+# ---- the benchmark ------------------------------------------------------------
+def load_data() -> dict[str, torch.Tensor]:
+    X, Y, _ = ll.datasets.digits_train()
+    XT, YT, _ = ll.datasets.digits_test()
+    return dict(X=torch.as_tensor(X), Y=torch.as_tensor(Y),
+                XTest=torch.as_tensor(XT), YTest=torch.as_tensor(YT))
+
+
+def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
+              device: torch.device, echo=print) -> dict[str, Any]:
+    data = load_data()
+    # warm-up: first calls pay for allocator growth and one-time set-up
+    for c in contenders:
+        RUNNERS[c](data, 1, seed, device)
+    runs: dict[str, list[dict]] = {c: [] for c in contenders}
+    for r in range(rounds):
+        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        for c in order:
+            res = RUNNERS[c](data, epochs, seed + r, device)
+            res["ms_per_iteration"] = 1e3 * res["seconds"] / res["iterations"]
+            res["round"] = r + 1
+            runs[c].append(res)
+            echo(f"  round {r + 1}/{rounds} {c:<18} {res['ms_per_iteration']:7.2f} ms/iteration"
+                 f"  test accuracy {res['accuracy']:.4f}")
+    summary = {c: dict(median_ms_per_iteration=common.median([x["ms_per_iteration"] for x in v]),
+                       median_accuracy=common.median([x["accuracy"] for x in v]),
+                       accuracies=[x["accuracy"] for x in v],
+                       iterations=v[0]["iterations"]) for c, v in runs.items()}
+
+    def ratio(a: str, b: str) -> dict[str, float] | None:
+        if a not in runs or b not in runs:
+            return None
+        per_round = [x["ms_per_iteration"] / y["ms_per_iteration"]
+                     for x, y in zip(runs[a], runs[b])]
+        return dict(of_medians=summary[a]["median_ms_per_iteration"]
+                    / summary[b]["median_ms_per_iteration"],
+                    median_per_round=common.median(per_round), per_round=per_round)
+
+    ratios = {"plain / layerlab (speed-up)": ratio("plain", "layerlab"),
+              "plain-dataloader / layerlab (speed-up)": ratio("plain-dataloader", "layerlab"),
+              "layerlab-user-elu / layerlab": ratio("layerlab-user-elu", "layerlab"),
+              "plain / layerlab-user-elu (speed-up)": ratio("plain", "layerlab-user-elu"),
+              "layerlab / bare (1 + overhead)": ratio("layerlab", "bare")}
+    return dict(runs=runs, summary=summary,
+                ratios={k: v for k, v in ratios.items() if v is not None})
+
+
+def to_markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> str:
+    m = result["machine"]
+    lines = [f"# Seed-network training: layerlab vs a plain PyTorch loop\n",
+             f"Command: `{command}`  ",
+             f"Machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
+             + (f" ({m['gpu']})" if "gpu" in m else "")
+             + f", torch {m['torch']}, {m['torch_threads']} threads  ",
+             f"Load average (1/5/15 min) before: {result['load_before']}, "
+             f"after: {result['load_after']}  ",
+             f"{args.epochs} epochs ({result['summary'][args.contenders[0]]['iterations']} "
+             f"iterations) per run, {args.rounds} interleaved rounds, medians over rounds.\n"]
+    rows = [[c, s["median_ms_per_iteration"], f"{s['median_accuracy']:.4f}",
+             ", ".join(f"{a:.4f}" for a in s["accuracies"])]
+            for c, s in result["summary"].items()]
+    lines.append(common.markdown_table(
+        ["contender", "median ms / iteration", "median test accuracy", "test accuracy per round"],
+        rows))
+    rrows = [[k, f"{v['of_medians']:.3f}", f"{v['median_per_round']:.3f}",
+              ", ".join(f"{x:.3f}" for x in v["per_round"])]
+             for k, v in result["ratios"].items()]
+    lines.append(common.markdown_table(
+        ["ratio", "of the medians", "median per round", "per round"], rrows))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="short form for CI: 3 epochs (117 iterations) x 3 rounds")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 30)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
+                   help=f"comma-separated, from {', '.join(CONTENDERS)}")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: PyTorch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "results"),
+                   help="folder for seed_network.json / .md (default bench/results)")
+    args = p.parse_args(argv)
+    args.epochs = args.epochs or (3 if args.quick else 30)
+    args.rounds = args.rounds or 3
+    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    bad = [c for c in args.contenders if c not in CONTENDERS]
+    if bad:
+        p.error(f"unknown contender(s) {bad}; choose from {list(CONTENDERS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = common.pick_device(args.device)
+    command = "python bench/seed_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_before = common.load_average()
+    print(f"Seed network, {args.epochs} epochs x {args.rounds} rounds on {device} "
+          f"({torch.get_num_threads()} threads), load average {load_before}")
+    t0 = time.perf_counter()
+    result = benchmark(args.contenders, args.epochs, args.rounds, args.seed, device)
+    result.update(machine=common.machine(device), load_before=load_before,
+                  load_after=common.load_average(), command=command.strip(),
+                  wall_seconds=time.perf_counter() - t0,
+                  settings=dict(epochs=args.epochs, rounds=args.rounds, seed=args.seed,
+                                batch=BATCH, lr=LR, momentum=MOMENTUM, l2=L2))
+    print()
+    for c, s in result["summary"].items():
+        print(f"{c:<18} median {s['median_ms_per_iteration']:7.2f} ms/iteration, "
+              f"test accuracy {s['median_accuracy']:.4f}")
+    for k, v in result["ratios"].items():
+        print(f"{k:<40} {v['of_medians']:.3f}  (median per round {v['median_per_round']:.3f})")
+    paths = common.write_results(args.out, "seed_network", result,
+                                 to_markdown(result, args, command.strip()))
+    print(f"load average after: {result['load_after']}; results: {', '.join(paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
