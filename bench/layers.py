@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     print("ratio = autograd / hand-written (> 1: the hand-written one is faster / smaller)")
     print(f"BatchNorm formula / native time: "
           f"{best['BatchNorm formula'] / best['BatchNorm native']:.2f}")
-    print("hand MB counts X and Z, which the bridge keeps for every hand-written backward")
+    print("hand MB counts what training keeps for the hand-written backward (the layer's backward_uses: X, Z, memory)")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,12 @@ from .errors import DataError
 __all__ = ["as_input_tensor", "encode_labels"]
 
 
-def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X") -> torch.Tensor:
-    """``X`` (NumPy array or tensor, ``(N, *input_size)``) as a float32
-    tensor (float64 kept), checked for size and for NaN/Inf."""
+def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X",
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``X`` (NumPy array or tensor, ``(N, *input_size)``) as a floating
+    tensor, checked for size and for NaN/Inf: of ``dtype`` (a network's
+    type: NumPy's float64 arrays meet float32 networks) when given, else
+    float32 (float64 kept)."""
     if isinstance(X, torch.Tensor):
         t = X.detach()
     else:
@@ -26,9 +29,9 @@ def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X") -> tor
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise DataError(f"{what}: expected numbers, got an array of {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
-    if not torch.is_floating_point(t):
-        t = t.to(torch.float32)
-    elif t.dtype not in (torch.float32, torch.float64):
+    if dtype is not None:
+        t = t.to(dtype)
+    elif not torch.is_floating_point(t) or t.dtype not in (torch.float32, torch.float64):
         t = t.to(torch.float32)
     expected = (len(input_size) + 1)
     if t.dim() == expected - 1 and tuple(t.shape) == tuple(input_size):

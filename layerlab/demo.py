@@ -3,11 +3,12 @@ to end, in Python.
 
 1. Shows sample digits (writes a PNG).
 2. Defines the post's ELU layer, one learnable alpha per channel, with a
-   hand-written backward, exactly as a user writes a layer.
+   hand-written backward, exactly as a user writes a layer, and checks it
+   with ``check_layer`` (MATLAB's checkLayer).
 3. Trains the post's network with the default SGDM options, printing the
-   training table.
+   training table and saving the training-progress figure.
 4. Classifies the test set and prints the accuracy (the post: 0.9872 on
-   MATLAB's digits).
+   MATLAB's digits); saves the trained network (safetensors + JSON).
 """
 
 from __future__ import annotations
@@ -85,12 +86,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"Training label of image 1010: {YTrain[1009]}")
 
     torch.manual_seed(args.seed)
-    layers = seed_layers(SeedELU(20))
-    options = ll.training_options("sgdm", max_epochs=args.max_epochs, seed=args.seed)
+    elu = SeedELU(20)
+    print("\nChecking the ELU layer (input 20x24x24, the convolution's output):")
+    report = ll.check_layer(elu, (20, 24, 24))
+    if not report.passed:
+        return 1
+    print()
+    layers = seed_layers(elu)
+    plot = os.path.join(args.out, "training_progress.png")
+    options = ll.training_options("sgdm", max_epochs=args.max_epochs, seed=args.seed,
+                                  plots="training-progress", plots_path=plot)
     net, info = ll.train_network(XTrain, YTrain, layers, options)
     YPred = ll.classify(net, XTest)
     accuracy = float((YPred == YTest).mean())
     print(f"Training time: {info.time_elapsed:.1f} s ({info.iterations} iterations)")
     print(f"Test accuracy: {accuracy:.4f}  (seed post, MATLAB digits: 0.9872)")
     print(f"Test image 1500 classified as {YPred[1499]} (label {YTest[1499]})")
+    saved = os.path.join(args.out, "seed_network.safetensors")
+    ll.save(net, saved)
+    print(f"Trained network: {saved}  "
+          f"(layerlab.load it back; SeedELU is found by its import path)")
     return 0

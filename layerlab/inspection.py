@@ -22,7 +22,7 @@ def activations(net: Network | Any, X: Any, layer_name: str, mini_batch_size: in
     net = as_network(net)
     index = [l.name for l in net.layers].index(net.layer(layer_name).name)
     was_tensor = isinstance(X, torch.Tensor)
-    Xt = as_input_tensor(X, net.input_size, "activations X")
+    Xt = as_input_tensor(X, net.input_size, "activations X", dtype=net.dtype)
     was_training = net.training
     net.eval()
     device = net.device

@@ -130,6 +130,17 @@ class Network(torch.nn.Module):
         return torch.device("cpu")
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The floating type of the learnables (inputs are converted to it)."""
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
+
+    @property
     def fuses_softmax(self) -> bool:
         return self._fuse_softmax
 
@@ -176,7 +187,7 @@ class Network(torch.nn.Module):
         input and a tensor for tensor input."""
         from ..data import as_input_tensor
         was_tensor = isinstance(X, torch.Tensor)
-        Xt = as_input_tensor(X, self.input_size, "predict X")
+        Xt = as_input_tensor(X, self.input_size, "predict X", dtype=self.dtype)
         was_training = self.training
         self.eval()
         device = self.device

@@ -128,6 +128,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                meta: dict[str, Any]) -> None:
     """Write tensors and JSON metadata atomically: to a temporary file in the
@@ -145,6 +151,9 @@ def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
         save_file(tensors, tmp, metadata={"layerlab": json.dumps(meta)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); a saved network gets the
+        # permissions any file the user writes gets (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

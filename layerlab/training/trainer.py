@@ -16,7 +16,7 @@ import torch
 from ..data import as_input_tensor
 from ..errors import DataError, NetworkError, OptionError, TrainingError
 from ..layer import Layer
-from ..network.graph import LayerGraph
+from ..network.graph import Block, LayerGraph
 from ..network.network import Network, as_network
 from .options import TrainingOptions, training_options
 from .solvers import make_optimizer, set_base_learn_rate
@@ -130,7 +130,7 @@ def _validation_tensors(opts: TrainingOptions, net: Network, device: torch.devic
     if opts.validation_data is None:
         return None
     Xv, Yv = opts.validation_data
-    Xv = as_input_tensor(Xv, net.input_size, "training option 'validation_data' X")
+    Xv = as_input_tensor(Xv, net.input_size, "training option 'validation_data' X", dtype=net.dtype)
     classes = getattr(net.output_layer, "classes", "absent")
     Tv = net.output_layer.prepare_targets(Yv, Xv.shape[0])
     if classes != "absent" and classes is not None and net.output_layer.classes != classes:
@@ -191,9 +191,9 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
         torch.manual_seed(opts.seed)
     if isinstance(layers, (list, tuple)):
         for i, l in enumerate(layers):
-            if not isinstance(l, Layer):
+            if not isinstance(l, (Layer, Block)):
                 raise NetworkError(f"train_network: layers[{i}] is a {type(l).__name__}, "
-                                   f"not a layerlab.Layer")
+                                   f"not a layerlab.Layer (or a Block such as residual_block())")
     net = copy.deepcopy(as_network(layers) if isinstance(layers, Network) else layers)
     net = as_network(net)
     if net.output_layer is None:
@@ -203,7 +203,7 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
         from ..checking import check_network_layers
         check_network_layers(net, include_builtin=opts.check_layers is True)
 
-    Xt = as_input_tensor(X, net.input_size, "train_network X")
+    Xt = as_input_tensor(X, net.input_size, "train_network X", dtype=net.dtype)
     n = Xt.shape[0]
     T = net.output_layer.prepare_targets(Y, n)
     B = opts.mini_batch_size
