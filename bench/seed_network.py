@@ -61,7 +61,6 @@ import sys
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -170,7 +169,7 @@ def run_bare(data: dict, epochs: int, seed: int, device: torch.device) -> dict[s
     layers = _layers(False, seed)
     torch.manual_seed(seed)                          # as train_network does
     net = Network(copy.deepcopy(layers)).to(device)
-    X, Y = data["X"].to(device), data["Y"].to(device)
+    X = data["X"].to(device)
     net.input_layer.compute_normalization(X)
     T = net.output_layer.prepare_targets(data["Y"].numpy(), len(X)).to(device)
     opt = make_optimizer(net, ll.training_options("sgdm", max_epochs=epochs))
@@ -254,7 +253,7 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
 
 def to_markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> str:
     m = result["machine"]
-    lines = [f"# Seed-network training: layerlab vs a plain PyTorch loop\n",
+    lines = ["# Seed-network training: layerlab vs a plain PyTorch loop\n",
              f"Command: `{command}`  ",
              f"Machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
              + (f" ({m['gpu']})" if "gpu" in m else "")

@@ -108,7 +108,7 @@ def to_markdown(result: dict) -> str:
     sizes = list(batch["layerlab"])
     rows = [[b, f"{batch['layerlab'][b]:.0f}", f"{batch['plain'][b]:.0f}",
              f"{batch['layerlab'][b] / batch['plain'][b]:.2f}"] for b in sizes]
-    out = [f"# Training throughput\n",
+    out = ["# Training throughput\n",
            f"Command: `{result['command']}`  ",
            f"Machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}, "
            f"torch {m['torch']}, {m['torch_threads']} threads  ",

@@ -90,10 +90,12 @@ class _HandWrittenBackward(torch.autograd.Function):
         ctx.shapes = [(a.shape, a.dtype) for a in args]
         # keep only what backward reads (Layer.backward_uses), so that an
         # unused input or output is not held alive until the backward pass
+        # read once: a layer may decide per instance (a property), and what
+        # was kept here is what backward must unpack
         uses = layer.backward_uses
-        ctx.keeps = ("X" in uses, "Z" in uses)
+        ctx.keeps = ("X" in uses, "Z" in uses, "memory" in uses)
         ctx.save_for_backward(*(X if ctx.keeps[0] else ()), *(Zs if ctx.keeps[1] else ()),
-                              *(mem_tensors if "memory" in uses else ()))
+                              *(mem_tensors if ctx.keeps[2] else ()))
         return Zs if layer.num_outputs > 1 else Zs[0]
 
     @staticmethod
@@ -106,7 +108,7 @@ class _HandWrittenBackward(torch.autograd.Function):
         X = saved[:n_in] if n_in else (None,) * ctx.n_in
         Z = saved[n_in:n_in + n_out] if n_out else (None,) * ctx.n_out
         rest = saved[n_in + n_out:]
-        memory = _unflatten(ctx.mem_spec, rest) if "memory" in layer.backward_uses else None
+        memory = _unflatten(ctx.mem_spec, rest) if ctx.keeps[2] else None
         layer._needs = ctx.needs_input_grad[2:]
         try:
             grads = layer.backward(*X, *Z, *dLdZ, memory)

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from .data import as_input_tensor
 from .network.network import Network, as_network
 
 __all__ = ["activations"]
@@ -22,18 +21,7 @@ def activations(net: Network | Any, X: Any, layer_name: str, mini_batch_size: in
     net = as_network(net)
     index = [l.name for l in net.layers].index(net.layer(layer_name).name)
     was_tensor = isinstance(X, torch.Tensor)
-    Xt = as_input_tensor(X, net.input_size, "activations X", dtype=net.dtype)
-    was_training = net.training
-    net.eval()
-    device = net.device
-    outs = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, Xt.shape[0], mini_batch_size):
-                z = net(Xt[start:start + mini_batch_size].to(device), until=index)
-                outs.append(z if isinstance(z, tuple) else (z,))
-    finally:
-        net.train(was_training)
+    outs = net.infer_in_batches(X, mini_batch_size, until=index, what="activations X")
     cols = [torch.cat(parts) for parts in zip(*outs)] if outs else [torch.empty(0)]
     if not was_tensor:
         cols = [c.cpu().numpy() for c in cols]

@@ -145,7 +145,8 @@ class Layer(torch.nn.Module):
       keeps for ``backward``. A layer whose backward reads neither its input
       nor its output leaves them out (e.g. ``("X", "memory")``) so that they
       are not kept alive for the backward pass; backward then receives
-      ``None`` in their place.
+      ``None`` in their place. It may be a property, to decide per instance
+      (a fixed-scale LeakyReLU keeps a 1-byte mask, a learnable one X).
     * ``default_name``: the base of the automatic name a network gives an
       unnamed layer ("conv" -> "conv_1"); default: the class name in
       snake case.

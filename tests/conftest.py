@@ -1,7 +1,5 @@
 """Shared test fixtures: small deterministic data, quiet training options."""
 
-import os
-
 import numpy as np
 import pytest
 import torch

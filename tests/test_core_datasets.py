@@ -2,7 +2,6 @@
 caching."""
 
 import numpy as np
-import pytest
 
 from layerlab.datasets import digits as digits_mod
 from layerlab.datasets import disc, disc_train_test, make_digits, show_digits

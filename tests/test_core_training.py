@@ -4,7 +4,6 @@ iteration count, the info record, and the accuracy reached."""
 import io
 
 import numpy as np
-import pytest
 import torch
 
 import layerlab as ll

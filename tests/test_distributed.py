@@ -2,7 +2,6 @@
 weights of 1 process trained on the same global mini-batches."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

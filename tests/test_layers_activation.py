@@ -172,3 +172,22 @@ def test_prelu_infers_channels_in_a_network():
     assert net.layer("prelu_1").scale.shape == (5,)
     assert torch.all(net.layer("prelu_1").scale == 0.25)
     assert net.sizes["crelu_1"] == ((10, 4, 4),)
+
+
+def test_fixed_leaky_relu_trains_from_its_one_byte_mask_and_learnable_one_from_X():
+    X = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    X = X + 0.1 * X.sign()                       # away from the kink
+    fixed = ll.LeakyReLU(0.2).double()
+    assert fixed.backward_uses == ("memory",)
+    Z, mask = fixed.forward(X)
+    assert mask.dtype == torch.uint8 and torch.equal(mask.bool(), X > 0)
+    assert torch.autograd.gradcheck(lambda x: run_layer(fixed, (x,), True),
+                                     (X.clone().requires_grad_(),))
+    learned = ll.PReLU(4).double()
+    assert learned.backward_uses == ("X",)
+    learned.freeze("scale")                      # frozen: the mask is enough again
+    assert learned.backward_uses == ("memory",)
+    Xr = X.clone().requires_grad_()
+    run_layer(learned, (Xr,), True).sum().backward()
+    torch.testing.assert_close(Xr.grad, torch.where(X > 0, 1.0, learned.scale.view(1, 4, 1, 1)
+                                                    .detach().expand_as(X)))

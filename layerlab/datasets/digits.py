@@ -176,7 +176,6 @@ def _warp(bank: np.ndarray, glyph: np.ndarray, inv: np.ndarray, off: np.ndarray)
     """Bilinear resampling of glyphs on the 56 grid then 2 x 2 averaging:
     ``(n, 28, 28)`` float32. Output pixel ``(y, x)`` (coordinates relative to
     the grid centre) reads the glyph at ``inv @ (x, y) + off`` (same frame)."""
-    n = len(glyph)
     t = np.arange(_G, dtype=np.float64) - (_G - 1) / 2.0
     xo, yo = t[None, None, :], t[None, :, None]
     a, b, c, d = (inv[:, i, j, None, None] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))

@@ -140,7 +140,7 @@ def make_study(quick: bool = False) -> Study:
                                       "|x| <= 1e-3, central difference with step 1e-6",
                   "timing": f"float32 input {shape}, d(sum Z)/dX by autograd through the "
                             f"layer in training mode, median of {reps} after one warm-up; "
-                            f"{torch.get_num_threads()} threads, shared machine"},
+                            f"{torch.get_num_threads()} threads"},
         notes=notes)
 
 

@@ -134,7 +134,7 @@ def make_study(quick: bool = False) -> Study:
             "training": f"training_options('sgdm'): lr 0.01, momentum 0.9, L2 1e-4, mini-batch "
                         f"128, {max_epochs} epochs = {iterations} iterations, shuffle once",
             "metrics": "accuracy on the 5000 test images; training time = train_network's "
-                       "time_elapsed (wall clock of the training loop, CPU, shared machine)",
+                       "time_elapsed (wall clock of the training loop)",
         },
         notes=_notes)
 
@@ -142,7 +142,7 @@ def make_study(quick: bool = False) -> Study:
 def _notes(result) -> str:
     lines = ["- \"seed post\": the posts' MATLAB R2017b figures, one run each on a GPU.",
              "- The reference figures come from one MATLAB run each on a GPU with MATLAB's own "
-             "digit images; our times are CPU times on a 2-core machine shared with other work, "
+             "digit images; ours are CPU times on the machine named above, "
              "so only their ratios are worth comparing."]
     try:
         a, b = result.mean(SEED_BN_ELU, "time_s"), result.mean(ELU_NO_BN, "time_s")

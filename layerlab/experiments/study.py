@@ -295,6 +295,7 @@ class Study:
         result = StudyResult(self, repeats)
         total = repeats * len(self.configurations)
         start = time.perf_counter()
+        result.load = [_load_average(), _load_average()]
         k = 0
         print(f"Study {self.name}: {len(self.configurations)} configurations x {repeats} "
               f"repeats = {total} runs", file=stream, flush=True)
@@ -306,6 +307,7 @@ class Study:
                 output = self.run_fn(**params, seed=seed)
                 wall = time.perf_counter() - t0
                 result._add(cname, r, seed, output, wall)
+                result.load[1] = max(result.load[1], _load_average())
                 k += 1
                 elapsed = time.perf_counter() - start
                 eta = elapsed / k * (total - k)
@@ -323,6 +325,15 @@ class Study:
         if out is not None:
             result.write(out, command=command)
         return result
+
+
+def _load_average() -> float:
+    """The 1-minute load average (NaN where the OS has none): times are
+    comparable only while it stays below the number of cores."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
 
 
 def _positive(v: Any, what: str) -> int:
@@ -362,6 +373,7 @@ class StudyResult:
         self.curves: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self.wall_time = float("nan")
         self.completed_repeats = 0
+        self.load = [float("nan"), float("nan")]   # 1-min load average: at start, highest
 
     def _add(self, cname: str, repeat: int, seed: int, output: Mapping[str, Any],
              wall: float) -> None:
@@ -558,7 +570,9 @@ class StudyResult:
           f"{len(self.rows)} runs in {took}; "
           f"{when}; layerlab {__version__}, PyTorch {torch.__version__}, "
           f"{platform.machine()} {os.cpu_count()} CPU cores, "
-          f"{torch.get_num_threads()} PyTorch thread(s).\n\n")
+          f"{torch.get_num_threads()} PyTorch thread(s); 1-minute load average "
+          f"{self.load[0]:.2f} at the start, at most {self.load[1]:.2f} after a run"
+          f"{_load_warning(self.load[1])}.\n\n")
         if s.settings:
             w("## Settings\n\n")
             for k, v in s.settings.items():
@@ -596,8 +610,15 @@ def _statistics_note(repeats: int) -> str:
             f"{wilcoxon_min_p(repeats):.3g}, so it "
             f"{power}. "
             f"With {repeats} repeats only differences that are large against the run-to-run "
-            f"spread are detected: \"no\" means \"not shown\", not \"equal\". Training times "
-            f"were taken on a shared machine and are noisy.")
+            f"spread are detected: \"no\" means \"not shown\", not \"equal\".")
+
+
+def _load_warning(load: float) -> str:
+    cores = os.cpu_count() or 1
+    if math.isfinite(load) and load > cores + 0.5:
+        return (f" (above the {cores} cores: other work shared the CPU, so times are "
+                f"inflated and noisy)")
+    return ""
 
 
 def _p(p: float) -> str:

@@ -13,7 +13,6 @@ on CPU those are several times slower than arithmetic (``bench/layers.py``).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from ..errors import LayerError
 from ..layer import Layer, Learnable
 from . import initializers
 from ._util import per_channel, positive_int, sum_per_channel
+from .dense import DenseLayer
 
 __all__ = ["ReLU", "ELU", "LeakyReLU", "PReLU", "CReLU", "Maxout", "FullyConnectedMaxout",
            "Tanh", "Sigmoid"]
@@ -211,18 +211,28 @@ class LeakyReLU(Layer):
         return F.prelu(X, self.scale)
 
     def forward(self, X):
-        return self.predict(X), None
+        Z = self.predict(X)
+        if self.is_learnable("scale"):
+            return Z, None
+        # a fixed scale needs only the mask [X > 0]: one byte per element
+        return Z, torch.gt(X, 0).view(torch.uint8)
+
+    @property
+    def backward_uses(self):
+        """What training keeps for backward: X when the scale is learned
+        (dL/da needs min(0, X)), else only forward's 1-byte mask [X > 0]."""
+        return ("X",) if self.is_learnable("scale") else ("memory",)
 
     def backward(self, X, Z, dLdZ, memory):
-        a = per_channel(self.scale, X)
+        a = per_channel(self.scale, dLdZ)
         dLdX = None
         if self.needs_gradient(0):
             # slope = 1 where X > 0, a elsewhere: a + (1 - a) [X > 0]. The
             # mask [X > 0] as sign(X) clamped at 0 is exact (0 at X = 0) and,
             # on CPU, much faster than torch.where or a comparison.
             # in place: each new large tensor costs about a pass itself
-            slope = X.sign().clamp_(min=0).mul_(1 - a).add_(a)
-            dLdX = slope.mul_(dLdZ)
+            mask = memory.to(dLdZ.dtype) if X is None else X.sign().clamp_(min=0)
+            dLdX = mask.mul_(1 - a).add_(a).mul_(dLdZ)
         dLdScale = None
         if self.needs_gradient("scale"):
             g = sum_per_channel(X.clamp(max=0).mul_(dLdZ))
@@ -292,16 +302,19 @@ class CReLU(Layer):
     def forward(self, X):
         return self.predict(X), None
 
+    # backward reads only X, half the size of Z: Z is not kept
+    backward_uses = ("X",)
+
     def backward(self, X, Z, dLdZ, memory):
         if not self.needs_gradient(0):
             return (None,)
         Gpos, Gneg = dLdZ.chunk(2, dim=1)
-        Zpos, Zneg = Z.chunk(2, dim=1)
-        # [X > 0] = sign(max(0, X)) and [X < 0] = sign(max(0, -X)): exact
-        # masks from the output, cheaper on CPU than comparisons or where;
-        # in place, since each new large tensor costs about a pass itself
-        dLdX = Gpos * Zpos.sign()
-        return dLdX.addcmul_(Gneg, Zneg.sign(), value=-1)
+        # [X > 0] = max(0, sign X) and -[X < 0] = min(0, sign X): exact masks,
+        # cheaper on CPU than comparisons or torch.where; in place, since
+        # each new large tensor costs about a pass itself
+        s = X.sign()
+        dLdX = Gneg * s.clamp(max=0)
+        return dLdX.addcmul_(Gpos, s.clamp_(min=0))
 
 
 def _check_pieces(layer, X, k):
@@ -327,9 +340,11 @@ class Maxout(Layer):
             \frac{\partial L}{\partial Z_{n,c}} \, [j = j^*_{n,c}],
         \qquad j^*_{n,c} = \operatorname{argmax}_j X_{n,ck+j}
 
-    (the first winning piece when several are equal). The winner is found
-    again in ``backward`` from ``X`` and ``Z`` (no memory), which lets the
-    forward use the fast ``amax`` instead of ``max`` with indices.
+    (the first winning piece when several are equal). The training forward
+    keeps the winners :math:`j^*` as its memory, one byte each (``uint8``
+    for up to 256 pieces): a k-th of X's size in elements and a quarter in
+    bytes, instead of X and Z, which is all that training keeps for the
+    backward (``backward_uses``).
 
     Args:
         num_pieces: ``k`` (>= 2 to do anything), default 2.
@@ -360,32 +375,34 @@ class Maxout(Layer):
         return self._grouped(X).amax(dim=2)
 
     def forward(self, X):
-        return self.predict(X), None
+        Xg = self._grouped(X)
+        if self.num_pieces == 2:
+            # the common case, fast: max with indices costs 10x amax on CPU;
+            # strict > sends ties to the first piece
+            winner = torch.gt(Xg[:, :, 1], Xg[:, :, 0]).view(torch.uint8)
+            return Xg.amax(dim=2), winner
+        Z, winner = Xg.max(dim=2)                  # the first maximum on ties
+        return Z, winner.to(torch.uint8) if self.num_pieces <= 256 else winner
+
+    # backward reads only the winners kept by forward: neither X nor Z is kept
+    backward_uses = ("memory",)
 
     def backward(self, X, Z, dLdZ, memory):
         if not self.needs_gradient(0):
             return (None,)
-        Xg = self._grouped(X)
-        dLdX = torch.empty_like(Xg)
-        # not_taken: 1 until a piece has won, so that ties go to the first
-        not_taken = None
-        for j in range(self.num_pieces - 1):
-            wins = (Xg[:, :, j] == Z).to(X.dtype)
-            if not_taken is None:
-                not_taken = 1 - wins
-            else:
-                wins.mul_(not_taken)
-                not_taken.sub_(wins)
-            torch.mul(dLdZ, wins, out=dLdX[:, :, j])
-        last = dLdX[:, :, -1]
-        if not_taken is None:                  # a single piece: the identity
-            last.copy_(dLdZ)
+        N, C = dLdZ.shape[:2]
+        if self.num_pieces == 2:
+            # float arithmetic, not a scatter: piece 1 gets G w, piece 0 G - G w
+            dLdX = dLdZ.new_empty((N, C, 2, *dLdZ.shape[2:]))
+            torch.mul(dLdZ, memory.to(dLdZ.dtype), out=dLdX[:, :, 1])
+            torch.sub(dLdZ, dLdX[:, :, 1], out=dLdX[:, :, 0])
         else:
-            torch.mul(dLdZ, not_taken, out=last)
-        return dLdX.view(X.shape)
+            dLdX = dLdZ.new_zeros((N, C, self.num_pieces, *dLdZ.shape[2:]))
+            dLdX.scatter_(2, memory.long().unsqueeze(2), dLdZ.unsqueeze(2))
+        return dLdX.view(N, C * self.num_pieces, *dLdZ.shape[2:])
 
 
-class FullyConnectedMaxout(Layer):
+class FullyConnectedMaxout(DenseLayer):
     r"""Fully connected maxout layer (Goodfellow et al. 2013): ``K`` outputs,
     each the maximum of ``k`` affine pieces of the input.
 
@@ -423,29 +440,12 @@ class FullyConnectedMaxout(Layer):
         if input_size is not None:
             self._create(positive_int(input_size, "FullyConnectedMaxout input_size"))
 
-    def _create(self, d: int) -> None:
-        rows = self.output_size * self.num_pieces
-        what = f"layer {layer_label(self)}"
-        self.weights = Learnable(initializers.initialize(
-            self.weights_initializer, (rows, d), d, rows, what + " weights"))
-        self.bias = Learnable(initializers.initialize(
-            self.bias_initializer, (rows,), d, rows, what + " bias"))
-
-    def initialize(self, input_sizes):
-        (size,) = input_sizes
-        d = math.prod(size)
-        if "weights" not in self._parameters:
-            self._create(d)
-        elif self.weights.shape[1] != d:
-            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
-                             f"inputs, got {d} (input size {tuple(size)})")
+    @property
+    def weight_rows(self) -> int:
+        return self.output_size * self.num_pieces
 
     def predict(self, X):
-        if X.dim() > 2:
-            X = X.flatten(1)
-        if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
-            raise LayerError(f"layer {layer_label(self)}: expected input with "
-                             f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
+        X = self._features(X)
         U = F.linear(X, self.weights, self.bias)
         return U.view(X.shape[0], self.output_size, self.num_pieces).amax(dim=2)
 

@@ -13,10 +13,51 @@ from ..layer import Layer, Learnable
 from . import initializers
 from ._util import positive_int
 
-__all__ = ["FullyConnected"]
+__all__ = ["DenseLayer", "FullyConnected"]
 
 
-class FullyConnected(Layer):
+class DenseLayer(Layer):
+    """Base of the layers with ``weights`` ``(R, D)`` and ``bias`` ``(R,)``
+    applied to the flattened input: the input size ``D`` is inferred when
+    the layer is built into a network, or given as ``input_size``.
+
+    A subclass sets ``weights_initializer`` and ``bias_initializer`` and
+    says how many rows it needs (``weight_rows``); :meth:`_features` checks
+    and flattens an input.
+    """
+
+    @property
+    def weight_rows(self) -> int:  # pragma: no cover - every subclass says
+        raise NotImplementedError
+
+    def _create(self, d: int) -> None:
+        rows, what = self.weight_rows, f"layer {layer_label(self)}"
+        self.weights = Learnable(initializers.initialize(
+            self.weights_initializer, (rows, d), d, rows, what + " weights"))
+        self.bias = Learnable(initializers.initialize(
+            self.bias_initializer, (rows,), d, rows, what + " bias"))
+
+    def initialize(self, input_sizes):
+        (size,) = input_sizes
+        d = math.prod(size)
+        if "weights" not in self._parameters:
+            self._create(d)
+        elif self.weights.shape[1] != d:
+            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
+                             f"inputs, got {d} (input size {tuple(size)})")
+
+    def _features(self, X):
+        """``X`` as ``(N, D)``: images are flattened; a wrong size is an error
+        naming the layer."""
+        if X.dim() > 2:
+            X = X.flatten(1)
+        if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
+            raise LayerError(f"layer {layer_label(self)}: expected input with "
+                             f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
+        return X
+
+
+class FullyConnected(DenseLayer):
     r"""Fully connected layer, MATLAB's ``fullyConnectedLayer(output_size)``.
 
     .. math::  Z = X W^\top + b
@@ -65,29 +106,9 @@ class FullyConnected(Layer):
         if input_size is not None:
             self._create(positive_int(input_size, "FullyConnected input_size"))
 
-    def _create(self, d: int) -> None:
-        what = f"layer {layer_label(self)}"
-        self.weights = Learnable(initializers.initialize(
-            self.weights_initializer, (self.output_size, d), d, self.output_size, what + " weights"))
-        self.bias = Learnable(initializers.initialize(
-            self.bias_initializer, (self.output_size,), d, self.output_size, what + " bias"))
-
-    def initialize(self, input_sizes):
-        (size,) = input_sizes
-        d = math.prod(size)
-        if "weights" not in self._parameters:
-            self._create(d)
-        elif self.weights.shape[1] != d:
-            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
-                             f"inputs, got {d} (input size {tuple(size)})")
-
-    def _features(self, X):
-        if X.dim() > 2:
-            X = X.flatten(1)
-        if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
-            raise LayerError(f"layer {layer_label(self)}: expected input with "
-                             f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
-        return X
+    @property
+    def weight_rows(self) -> int:
+        return self.output_size
 
     def predict(self, X):
         return F.linear(self._features(X), self.weights, self.bias)

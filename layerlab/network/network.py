@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..autograd_bridge import layer_label, run_layer
-from ..errors import DataError, LayerlabError, NetworkError
+from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 from .graph import LayerGraph
 
@@ -185,9 +185,19 @@ class Network(torch.nn.Module):
         """Outputs (e.g. class scores ``(N, K)``) for inputs ``X``, processed
         in mini-batches in inference mode. Returns a NumPy array for NumPy
         input and a tensor for tensor input."""
-        from ..data import as_input_tensor
         was_tensor = isinstance(X, torch.Tensor)
-        Xt = as_input_tensor(X, self.input_size, "predict X", dtype=self.dtype)
+        parts = [z for (z,) in self.infer_in_batches(X, mini_batch_size, what="predict X")]
+        Y = torch.cat(parts) if parts else torch.empty(0)
+        return Y if was_tensor else Y.cpu().numpy()
+
+    def infer_in_batches(self, X, mini_batch_size: int = 1024, until: int | None = None,
+                         what: str = "X") -> list[tuple[torch.Tensor, ...]]:
+        """The network's outputs (or layer ``until``'s, as a tuple of its
+        outputs) for ``X`` in inference mode, one entry per mini-batch; ``X``
+        is checked against the input layer and converted to the network's
+        dtype and device. The training mode is restored afterwards."""
+        from ..data import as_input_tensor
+        Xt = as_input_tensor(X, self.input_size, what, dtype=self.dtype)
         was_training = self.training
         self.eval()
         device = self.device
@@ -196,11 +206,11 @@ class Network(torch.nn.Module):
             with torch.inference_mode():
                 for start in range(0, Xt.shape[0], mini_batch_size):
                     xb = Xt[start:start + mini_batch_size].to(device, non_blocking=True)
-                    outs.append(self(xb))
+                    z = self(xb, until=until)
+                    outs.append(z if isinstance(z, tuple) else (z,))
         finally:
             self.train(was_training)
-        Y = torch.cat(outs) if outs else torch.empty(0)
-        return Y if was_tensor else Y.cpu().numpy()
+        return outs
 
     def classify(self, X, mini_batch_size: int = 1024) -> np.ndarray:
         """Predicted labels, of the training labels' kind."""

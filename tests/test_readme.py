@@ -1,0 +1,34 @@
+"""The README's layer example runs as printed (with one epoch instead of
+30 so that the suite stays quick): the layer passes check_layer and trains."""
+
+import pathlib
+import re
+import sys
+import types
+
+import layerlab as ll
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys):
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert 'll.training_options("sgdm")' in code
+    assert len(code.strip().splitlines()) <= 30
+    code = code.replace('ll.training_options("sgdm")',
+                        'll.training_options("sgdm", max_epochs=1, verbose=False, seed=0)')
+    # run as a module of its own, as a user's script is (its layer class must
+    # be found by import path for check_layer's save/load round trip)
+    module = types.ModuleType("readme_example")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, str(README), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    namespace = module.__dict__
+    printed = capsys.readouterr().out
+    assert "Test Summary: 10 Passed, 0 Failed, 3 Skipped." in printed
+    net, info = namespace["net"], namespace["info"]
+    assert isinstance(net, ll.Network) and info.iterations == 39
+    assert info.training_accuracy[-1] > 50    # learned something in one epoch (chance: 10%)
