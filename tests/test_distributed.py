@@ -21,9 +21,18 @@ def test_two_processes_match_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, str(WORKER), str(single), "cpu"], check=True, env=env,
                    timeout=120)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc_per_node=2", str(WORKER), str(double), "parallel"],
-                   check=True, env=env, timeout=180, capture_output=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(WORKER), str(double), "parallel"]
+    run = subprocess.run(command, env=env, timeout=180, capture_output=True, text=True)
+    if run.returncode != 0:
+        # one retry: launching can fail for reasons outside layerlab (the
+        # free port torchrun picked taken meanwhile; seen once in ~20 runs).
+        # A failure of layerlab's own repeats, and wrong weights are never
+        # retried: they fail the comparison below.
+        first = run.stderr[-3000:]
+        run = subprocess.run(command, env=env, timeout=180, capture_output=True, text=True)
+        assert run.returncode == 0, (f"torchrun failed twice; first:\n{first}\nsecond:\n"
+                                     f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}")
     a, b = load_file(single), load_file(double)
     assert a.keys() == b.keys()
     for k in a:

@@ -1,12 +1,12 @@
 """Built-in layers, one family per module. Every one is written with the
 public :class:`layerlab.Layer` contract, exactly as a user would."""
 
-from .activation import (CReLU, ELU, FullyConnectedMaxout, LeakyReLU, Maxout, PReLU, ReLU,
-                         Sigmoid, Tanh)
+from .activation import CReLU, ELU, LeakyReLU, PReLU, ReLU, Sigmoid, Tanh
 from .convolution import Convolution2d
 from .dense import FullyConnected
 from .dropout import Dropout, SpatialDropout
 from .input import FeatureInput, ImageInput
+from .maxout import FullyConnectedMaxout, Maxout
 from .merge import Addition, Concatenation
 from .normalization import BatchNormalization, LayerNormalization
 from .output import Classification, Regression, Softmax
