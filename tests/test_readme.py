@@ -32,3 +32,14 @@ def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys):
     net, info = namespace["net"], namespace["info"]
     assert isinstance(net, ll.Network) and info.iterations == 39
     assert info.training_accuracy[-1] > 50    # learned something in one epoch (chance: 10%)
+
+
+def test_readme_graph_example_builds_valid_networks(capsys):
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    namespace: dict = {"ll": ll}                      # imported by the first example
+    exec(compile(code, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "res_4_proj" in printed and "Total parameters: 29,226" in printed
+    net = ll.Network(namespace["g"])                   # validates the skip connection
+    assert ("r1/out", "add/in2") in namespace["g"].connections
+    assert sum(p.numel() for p in net.parameters()) == 63394
