@@ -14,6 +14,17 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread for a test that trains many tiny ops: two threads
+    waiting on each other cost more than they gain there, and on a busy
+    2-core machine far more (seconds instead of milliseconds an iteration)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def digits_small():
     """1000 training and 500 test digits (a slice of the standard sets)."""

@@ -162,17 +162,6 @@ def test_cli_rejects_an_unknown_study(capsys):
 # ---------------------------------------------------------------------------
 # the seeds' studies, quick forms
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def one_thread():
-    """The quick studies train tiny networks: one PyTorch thread is about as
-    fast, and on a 2-core machine shared with other jobs two spinning
-    OpenMP threads per process slowed them by 10x or more."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_activations_quick_from_the_command_line(tmp_path, capsys, one_thread):
     out = str(tmp_path / "act")
     assert main(["experiment", "activations", "--quick", "--out", out]) == 0

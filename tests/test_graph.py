@@ -105,17 +105,6 @@ def test_add_block_after_a_named_layer():
     assert Network(g).sizes[end] == ((3, 6, 6),)
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny ops: on a busy shared machine, two threads waiting on each
-    other cost far more than they gain (seconds instead of milliseconds an
-    iteration)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_ten_block_residual_network_learns_the_digits(digits_small, one_thread):
     Xtr, Ytr, Xte, Yte = digits_small
     layers = ll.LayerGraph([

@@ -10,14 +10,10 @@ import torch
 import layerlab as ll
 from layerlab.autograd_bridge import run_layer
 
+
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: on a busy shared machine, two threads waiting on each
-    other cost far more than they gain (seconds instead of milliseconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread_for_every_test(one_thread):
+    """Small tensors: one thread (the shared fixture in conftest.py)."""
 
 
 # (layer factory, one observation's input size(s))

@@ -8,16 +8,6 @@ import torch
 import layerlab as ll
 
 
-@pytest.fixture
-def one_thread():
-    """Training many tiny ops: on a busy shared machine, two threads waiting
-    on each other cost far more than they gain."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_feature_input_normalizations_by_hand():
     X = torch.tensor([[1., 10., 5.], [3., 30., 5.], [5., 20., 5.]])
     mean = torch.tensor([3., 20., 5.])

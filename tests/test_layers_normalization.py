@@ -43,16 +43,6 @@ def test_batch_norm_training_matches_torch(shape, backward):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.fixture
-def one_thread():
-    """Training many tiny ops: on a busy shared machine, two threads waiting
-    on each other cost far more than they gain."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_batch_norm_formula_passes_finite_differences():
     layer = set_affine(ll.BatchNormalization(num_channels=2, backward="formula").double(),
                        [1.5, -0.5], [0.0, 1.0])

@@ -204,7 +204,8 @@ class Study:
         result = StudyResult(self, repeats)
         total = repeats * len(self.configurations)
         start = time.perf_counter()
-        result.load = [_load_average(), _load_average()]
+        load = _load_average()
+        result.load = [load, load]
         k = 0
         print(f"Study {self.name}: {len(self.configurations)} configurations x {repeats} "
               f"repeats = {total} runs", file=stream, flush=True)

@@ -136,26 +136,26 @@ class Convolution2d(Layer):
         need_x = self.needs_gradient(0)
         need_w = self.needs_gradient("weights")
         need_b = self.needs_gradient("bias")
-        top, bottom, left, right = self._pads()
-        weights = self.weights
         swapped = (need_w and X.device.type == "cpu" and self.stride == (1, 1)
                    and X.shape[1] <= 2 and self.num_filters <= 32)
+        native_w = need_w and not swapped
+        top, bottom, left, right = self._pads()
         symmetric = top == bottom and left == right
+        # an asymmetric ("same" with an even filter) padding is applied to X
+        # here, as predict does; a symmetric one is the ops' own argument
         Xp = X if symmetric else F.pad(X, (left, right, top, bottom))
         padding = [top, left] if symmetric else [0, 0]
         dLdX = dLdW = None
-        if need_x or (need_w and not swapped):
+        if need_x or native_w:
             dLdXp, dLdW, _ = torch.ops.aten.convolution_backward(
-                dLdZ, Xp, weights, None, list(self.stride), padding, [1, 1], False, [0, 0], 1,
-                [need_x, need_w and not swapped, False])
+                dLdZ, Xp, self.weights, None, list(self.stride), padding, [1, 1], False,
+                [0, 0], 1, [need_x, native_w, False])
             if need_x:
                 dLdX = dLdXp if symmetric else \
                     dLdXp[:, :, top:dLdXp.shape[2] - bottom, left:dLdXp.shape[3] - right]
         if swapped:
-            if symmetric and (top or left):
-                Xp = F.pad(X, (left, right, top, bottom))
             # (C, N, H, W) "images" convolved with (F, N, H', W') "filters"
-            dLdW = F.conv2d(Xp.transpose(0, 1), dLdZ.transpose(0, 1)).transpose(0, 1)
-            dLdW = dLdW.contiguous()
+            dLdW = F.conv2d(Xp.transpose(0, 1), dLdZ.transpose(0, 1), padding=padding)
+            dLdW = dLdW.transpose(0, 1).contiguous()
         dLdb = dLdZ.sum(dim=(0, 2, 3)) if need_b else None
         return dLdX, dLdW, dLdb

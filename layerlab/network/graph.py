@@ -138,7 +138,10 @@ class LayerGraph:
         if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
             raise NetworkError(f"expected a list of layers, got {type(layers).__name__}")
         prev = None
-        for item in layers:
+        for i, item in enumerate(layers):
+            if not isinstance(item, (Layer, Block)):
+                raise NetworkError(f"layers[{i}] is a {type(item).__name__} ({item!r:.60}), not "
+                                   f"a layerlab.Layer (or a Block such as residual_block())")
             if isinstance(item, Block):
                 entries, exit_name = self._add_block(item)
                 if prev is not None:

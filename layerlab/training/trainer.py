@@ -16,7 +16,7 @@ import torch
 from ..data import as_input_tensor
 from ..errors import DataError, NetworkError, OptionError, TrainingError
 from ..layer import Layer
-from ..network.graph import Block, LayerGraph
+from ..network.graph import LayerGraph
 from ..network.network import Network, as_network
 from .options import TrainingOptions, training_options
 from .solvers import make_optimizer, set_base_learn_rate
@@ -189,11 +189,6 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
     stream = stream or sys.stdout
     if opts.seed is not None:
         torch.manual_seed(opts.seed)
-    if isinstance(layers, (list, tuple)):
-        for i, l in enumerate(layers):
-            if not isinstance(l, (Layer, Block)):
-                raise NetworkError(f"train_network: layers[{i}] is a {type(l).__name__}, "
-                                   f"not a layerlab.Layer (or a Block such as residual_block())")
     net = copy.deepcopy(as_network(layers) if isinstance(layers, Network) else layers)
     net = as_network(net)
     if net.output_layer is None:
