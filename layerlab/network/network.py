@@ -159,6 +159,14 @@ class Network(torch.nn.Module):
             stop -= 1
         if until is not None:
             stop = until + 1
+        return self.layer_outputs(X, stop)[stop - 1]
+
+    def layer_outputs(self, X: torch.Tensor, stop: int | None = None) -> list[Any]:
+        """The outputs of layers ``0 .. stop - 1`` (default: all but the
+        output layer), in training or inference according to
+        ``self.training``; a layer with several outputs gives a tuple."""
+        if stop is None:
+            stop = len(self.layers) - (1 if self.output_layer is not None else 0)
         values: list[Any] = [None] * stop
         training = self.training
         for i in range(stop):
@@ -170,7 +178,7 @@ class Network(torch.nn.Module):
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
             values[i] = run_layer(layer, xs, training)
-        return values[stop - 1]
+        return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
         """The output layer's loss for output ``Y`` (logits when ``from_logits``)."""

@@ -20,13 +20,10 @@ def first_nonfinite_layer(net: Network, xb: torch.Tensor) -> str | None:
     training mode) has a NaN or Inf, or of a layer with a non-finite
     learnable; ``None`` when every output is finite (the loss itself
     overflowed)."""
-    stop = len(net.layers) - (1 if net.output_layer is not None else 0)
-    for i in range(stop):
-        layer = net.layers[i]
+    for layer, z in zip(net.layers, net.layer_outputs(xb)):   # one pass, every output
         for pname, p in layer.learnables().items():
             if not torch.isfinite(p).all():
                 return f"'{layer.name}' ({type(layer).__name__}; its learnable '{pname}' is not finite)"
-        z = net(xb, until=i)
         zs = z if isinstance(z, tuple) else (z,)
         if not all(bool(torch.isfinite(t).all()) for t in zs):
             return f"'{layer.name}' ({type(layer).__name__})"
