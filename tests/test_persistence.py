@@ -126,3 +126,25 @@ def test_activations_returns_a_layers_outputs():
                                rtol=1e-6)
     with pytest.raises(ll.NetworkError, match="nope"):
         ll.activations(net, X, "nope")
+
+
+def test_saving_to_a_folder_or_an_unwritable_place_is_a_clear_error(tmp_path):
+    net, _ = _net()
+    with pytest.raises(ll.PersistenceError, match="it is a folder; give a file name"):
+        ll.save(net, tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ll.PersistenceError, match="cannot save to"):
+        ll.save(net, blocker / "net.safetensors")
+    assert blocker.read_text() == "not a folder"          # nothing the user had is touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]   # no temporary files left
+    saved = tmp_path / "net.safetensors"
+    ll.save(net, saved)
+    assert (saved.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -141,11 +141,17 @@ def write_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     the old file intact)."""
     from safetensors.torch import save_file
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PersistenceError(f"cannot save to {path!r}: it is a folder; give a file name "
+                               f"such as {os.path.join(path, 'net.safetensors')!r}")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = dict(meta, sha256=_digest(tensors))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
+    except OSError as exc:
+        raise PersistenceError(f"cannot save to {path!r}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"layerlab": json.dumps(meta)})
