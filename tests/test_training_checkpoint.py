@@ -104,7 +104,7 @@ def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr("safetensors.torch.save_file", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(ll.PersistenceError, match="cannot save to .*checkpoint.safetensors"):
         ll.train_network(X, Y, layers(), options(max_epochs=1, checkpoint_path=str(tmp_path)))
     assert file.read_bytes() == before
     assert os.listdir(tmp_path) == ["checkpoint.safetensors"]   # no temporary left behind

@@ -13,7 +13,9 @@ crash while writing leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from ..errors import PersistenceError
 from ..network.network import Network
 from ..persistence.config_json import decode, encode
 from ..persistence.network_file import architecture, load_state, read_file, write_file
+from ..persistence.validate import check_fields, check_tensors
 
 __all__ = ["FILE_NAME", "save_checkpoint", "read_checkpoint", "checkpoint_file",
            "restore_optimizer"]
@@ -51,25 +54,73 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer | None):
     return tensors, {"param_groups": groups, "plain": plain}
 
 
+def _same_kind(saved: Any, own: Any) -> bool:
+    """Whether a saved optimizer option has the type of this run's one."""
+    if isinstance(own, bool) or own is None or isinstance(own, str):
+        return type(saved) is type(own)
+    if isinstance(own, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool) \
+            and (math.isfinite(saved) or not math.isfinite(own))
+    if isinstance(own, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(own) and all(
+            _same_kind(a, b) for a, b in zip(saved, own))
+    return False
+
+
 def restore_optimizer(optimizer: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor],
                       meta: dict[str, Any]) -> None:
+    """Give ``optimizer`` the checkpoint's state (momentum, Adam's moments)
+    after checking that it was written for the same solver, parameter groups
+    and parameter sizes; :class:`PersistenceError` naming what differs."""
     info = meta["checkpoint"].get("optimizer")
     if optimizer is None or info is None:
         return
+    file = meta.get("_file", "the checkpoint")
+    own = optimizer.state_dict()["param_groups"]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups = [{k: decode(v, f"{file!r}: optimizer option {k!r}") for k, v in g.items()}
+              for g in info["param_groups"]]
+    if [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in own]:
+        raise PersistenceError(
+            f"{file!r} was written for another network or other learn-rate/L2 factors: its "
+            f"optimizer has parameter groups of {[len(g.get('params', ())) for g in groups]} "
+            f"parameters, this run's {[len(g['params']) for g in own]}")
+    for g, o in zip(groups, own):
+        if set(g) != set(o):
+            raise PersistenceError(f"{file!r} was written with another solver: its optimizer "
+                                   f"options are {sorted(g)}, this run's {sorted(o)}")
+        for k, v in g.items():
+            if k == "params":
+                if v != o["params"]:
+                    raise PersistenceError(f"{file!r}: optimizer parameter ids {v!r:.60}, "
+                                           f"expected {o['params']!r:.60}")
+            elif not _same_kind(v, o[k]):
+                raise PersistenceError(f"{file!r}: optimizer option {k!r} is {v!r:.40} in "
+                                       f"the checkpoint; this run's solver has {o[k]!r:.40}")
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, idx, key = k.split(".", 2)
+            if int(idx) >= len(params):
+                raise PersistenceError(f"{file!r}: optimizer state for parameter {idx}; this "
+                                       f"network has {len(params)} trained parameters")
+            p = params[int(idx)]
+            if tuple(v.shape) not in (tuple(p.shape), ()) or not v.is_floating_point():
+                raise PersistenceError(f"{file!r}: optimizer state {key!r} of parameter "
+                                       f"{idx} has size {tuple(v.shape)} ({v.dtype}), the "
+                                       f"parameter {tuple(p.shape)}: another network")
             state.setdefault(int(idx), {})[key] = v
     for k, v in info["plain"].items():
         idx, key = k.split(".", 1)
-        state.setdefault(int(idx), {})[key] = decode(v)
-    groups = [{k: decode(v) for k, v in g.items()} for g in info["param_groups"]]
+        if int(idx) >= len(params):
+            raise PersistenceError(f"{file!r}: optimizer state for parameter {idx}; this "
+                                   f"network has {len(params)} trained parameters")
+        state.setdefault(int(idx), {})[key] = decode(v, f"{file!r}: optimizer state {key!r}")
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as exc:
-        raise PersistenceError(f"the checkpoint's optimizer state does not fit this network "
-                               f"and solver: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - torch's message, with the file named
+        raise PersistenceError(f"{file!r}: the checkpoint's optimizer state does not fit "
+                               f"this network and solver: {exc}") from exc
 
 
 def save_checkpoint(path: str | os.PathLike, net: Network,
@@ -102,24 +153,128 @@ def save_checkpoint(path: str | os.PathLike, net: Network,
     return file
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a checkpoint; :class:`PersistenceError` for a
-    missing, truncated or corrupted one, or a saved network (not a checkpoint)."""
+def read_checkpoint(path: str | os.PathLike, *, observations: int | None = None,
+                    iterations: int | None = None, solver: str | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and checked metadata of a checkpoint.
+
+    :class:`PersistenceError` for a missing, truncated, corrupted or edited
+    one, a saved network (not a checkpoint), any field of the wrong kind,
+    and, when given, a checkpoint of other data (``observations``), other
+    options (more than ``iterations`` done, another ``solver``). The early
+    stopping values come back decoded (``best_loss`` a float).
+    """
     file = checkpoint_file(path)
     tensors, meta = read_file(file)
     if "checkpoint" not in meta:
         raise PersistenceError(f"{file!r} is a saved network, not a training checkpoint")
+    state = meta["checkpoint"]
+    check_fields(state, {"epoch": int, "iteration": int, "time_elapsed": (int, float),
+                         "solver": str, "optimizer": (dict, type(None)), "early": dict},
+                 ("epoch", "iteration", "time_elapsed", "solver", "early"), "checkpoint", file)
+    for k in ("epoch", "iteration", "time_elapsed"):
+        if not (math.isfinite(state[k]) and state[k] >= 0):
+            raise PersistenceError(f"{file!r}: checkpoint {k} is {state[k]!r}, expected >= 0")
+    check_fields(state["early"], {"best_loss": (int, float, dict), "bad": int,
+                                  "best_iteration": int},
+                 ("best_loss", "bad", "best_iteration"), "checkpoint early stopping", file)
+    early = {k: decode(v, f"{file!r}: early stopping {k}") for k, v in state["early"].items()}
+    if not isinstance(early["best_loss"], float) and not isinstance(early["best_loss"], int):
+        raise PersistenceError(f"{file!r}: early stopping best_loss {early['best_loss']!r:.40}")
+    state["early"] = early
+    if state.get("optimizer") is not None:
+        _check_optimizer_fields(state["optimizer"], file)
+    meta["_file"] = file
+    _check_checkpoint_tensors(tensors, state["iteration"], file)
+    n = tensors["data.order"].shape[0]
+    if observations is not None and n != observations:
+        raise PersistenceError(f"{file!r} was written for other data: {n} training "
+                               f"observations there, {observations} here")
+    if iterations is not None and state["iteration"] > iterations:
+        raise PersistenceError(f"{file!r} was written for other options: it is at iteration "
+                               f"{state['iteration']}, these options train "
+                               f"{iterations} iterations in all")
+    if solver is not None and state["solver"] != solver:
+        raise PersistenceError(f"{file!r} was written for other options: solver "
+                               f"{state['solver']!r} there, {solver!r} here")
     return tensors, meta
 
 
+_HISTORY = ("loss", "metric", "val_loss", "val_metric", "lr", "epoch")
+_OPT_KEY = re.compile(r"^\d{1,6}\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_optimizer_fields(info: Any, file: str) -> None:
+    check_fields(info, {"param_groups": list, "plain": dict}, ("param_groups", "plain"),
+                 "checkpoint optimizer", file)
+    for g in info["param_groups"]:
+        check_fields(g, {k: object for k in (g if isinstance(g, dict) else {})}, ("params",),
+                     "an optimizer parameter group", file)
+        if not (isinstance(g["params"], list) and all(type(i) is int for i in g["params"])):
+            raise PersistenceError(f"{file!r}: optimizer 'params' should list parameter ids")
+    for k in info["plain"]:
+        if not _OPT_KEY.match(k):
+            raise PersistenceError(f"{file!r}: unexpected optimizer state {k!r:.40}")
+
+
+def _uint8_like(t: torch.Tensor, like: torch.Tensor) -> bool:
+    return t.dtype == torch.uint8 and tuple(t.shape) == tuple(like.shape)
+
+
+def _check_checkpoint_tensors(tensors: dict[str, torch.Tensor], iteration: int,
+                              file: str) -> None:
+    """Every tensor of a checkpoint: known names, sizes and dtypes."""
+    for k, t in tensors.items():
+        known = (k.startswith(("net.", "best.")) or k in ("rng.torch", "rng.shuffle",
+                 "data.order") or k[5:] in _HISTORY and k.startswith("hist.")
+                 or re.match(r"^rng\.cuda\.\d{1,3}$", k) or
+                 (k.startswith("opt.") and _OPT_KEY.match(k[4:])))
+        if not known:
+            raise PersistenceError(f"{file!r}: unexpected tensor {k!r:.60} in the checkpoint")
+    for k in ["rng.torch", "rng.shuffle", "data.order"] + ["hist." + h for h in _HISTORY]:
+        if k not in tensors:
+            raise PersistenceError(f"{file!r}: the checkpoint has no {k!r} tensor")
+    if not _uint8_like(tensors["rng.torch"], torch.get_rng_state()):
+        raise PersistenceError(f"{file!r}: 'rng.torch' is not a PyTorch generator state")
+    if not _uint8_like(tensors["rng.shuffle"], torch.Generator().get_state()):
+        raise PersistenceError(f"{file!r}: 'rng.shuffle' is not a PyTorch generator state")
+    order = tensors["data.order"]
+    if order.dtype != torch.int64 or order.dim() != 1 or not torch.equal(
+            order.sort().values, torch.arange(order.shape[0])):
+        raise PersistenceError(f"{file!r}: 'data.order' is not an order of the observations "
+                               f"(a permutation of 0..N-1)")
+    for h in _HISTORY:
+        t = tensors["hist." + h]
+        kind_ok = (not t.is_floating_point()) if h == "epoch" else t.is_floating_point()
+        if t.dim() != 1 or t.shape[0] != iteration or not kind_ok or t.is_complex():
+            raise PersistenceError(f"{file!r}: history 'hist.{h}' has size {tuple(t.shape)} "
+                                   f"({t.dtype}), expected ({iteration},) for the checkpoint's "
+                                   f"{iteration} iterations")
+    net = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    if best:
+        check_tensors(net, best, file)
+
+
 def restore_network(net: Network, tensors: dict[str, torch.Tensor], path: Any) -> None:
-    load_state(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, path)
+    """Copy the checkpoint's network tensors into ``net`` (checked first:
+    :class:`PersistenceError` naming what differs for another network)."""
+    file = checkpoint_file(path)
+    try:
+        load_state(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, file)
+    except PersistenceError as exc:
+        raise PersistenceError(f"the checkpoint was written for another network: {exc}") \
+            from None
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], shuffle_generator: torch.Generator) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-        if states:
-            torch.cuda.set_rng_state_all(states)
-    shuffle_generator.set_state(tensors["rng.shuffle"])
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+        if torch.cuda.is_available():
+            states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+            if states:
+                torch.cuda.set_rng_state_all(states)
+        shuffle_generator.set_state(tensors["rng.shuffle"])
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise PersistenceError(f"the checkpoint's random-number generator states are not "
+                               f"valid here: {exc}") from exc

@@ -207,7 +207,8 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
                           f"{n} observations in X")
     per_epoch = n // B
     total = per_epoch * opts.max_epochs
-    checkpoint = read_checkpoint(resume_from) if resume_from is not None else None
+    checkpoint = read_checkpoint(resume_from, observations=n, iterations=total,
+                                 solver=opts.solver) if resume_from is not None else None
 
     ctx = None
     if opts.execution_environment in distributed.ENVIRONMENTS:
