@@ -105,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
     saved = os.path.join(args.out, "seed_network.safetensors")
     ll.save(net, saved)
     print(f"Trained network: {saved}  "
-          f"(layerlab.load it back; SeedELU is found by its import path)")
+          f"(load it back: layerlab.load(path, custom_layers=[SeedELU]), "
+          f"SeedELU from layerlab.demo)")
     return 0
