@@ -222,7 +222,46 @@ def test_every_builtin_layer_builds_on_the_meta_device(tmp_path):
         built = network_file._build(meta, [registry.find_layer_class(e["class"])
                                            for e in meta["layers"]], "x")
     assert all(t.is_meta for t in built.state_dict().values())
-    assert _same(ll.load(tmp_path / "net.safetensors"), net)
+    back = ll.load(tmp_path / "net.safetensors")
+    assert _same(back, net)
+    X = torch.randn(6, 1, 8, 8).numpy()
+    np.testing.assert_array_equal(ll.predict(back, X), ll.predict(net, X))
+    ll.train_network(X, np.array([0, 1] * 3), back, ll.training_options(    # trains on
+        "adam", max_epochs=1, mini_batch_size=3, verbose=False, check_layers=False))
+
+
+class NumpyScale(ll.Layer):
+    """A user layer that reads a tensor's value in its constructor (fails on
+    the meta device) and keeps a plain tensor outside its learnables."""
+
+    def __init__(self, scale=2.0, name=None):
+        super().__init__(name=name)
+        self.s = ll.Learnable(torch.tensor([float(scale)]))
+        self.factor = float(self.s.detach().numpy()[0])      # no value on meta
+        self.offset = torch.full((1,), 0.5)                   # neither Learnable nor State
+
+    def predict(self, X):
+        return X * self.s * self.factor / self.factor + self.offset
+
+
+class PlainTensor(ll.Layer):
+    """Builds on meta, but keeps a plain tensor that loading does not replace."""
+
+    def __init__(self, name=None):
+        super().__init__(name=name)
+        self.offset = torch.full((1,), 0.5)
+
+    def predict(self, X):
+        return X + self.offset
+
+
+@pytest.mark.parametrize("user_layer", [NumpyScale, PlainTensor])
+def test_user_layers_that_cannot_build_on_meta_are_built_for_real(tmp_path, user_layer):
+    net = ll.Network([ll.FeatureInput(3), user_layer(name="ns"), ll.FullyConnected(2)])
+    back = ll.load(_saved(tmp_path, net))
+    X = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ll.predict(back, X), ll.predict(net, X))
+    assert not back.layer("ns").offset.is_meta
 
 
 # -- user layers: custom_layers, classes of the running program, __main__ ---------------
