@@ -6,6 +6,7 @@ would create a marker file if anything the file names were called.
 """
 
 import errno
+import importlib
 import json
 import os
 import resource
@@ -311,24 +312,22 @@ def test_classes_defined_in_the_program_load_without_custom_layers(tmp_path):
     assert type(back.layer("sw")) is Swish and _same(back, net)
 
 
-def test_a_missing_user_class_is_named_in_a_fresh_process(tmp_path):
+def test_a_missing_user_class_is_named_in_a_fresh_process(tmp_path, monkeypatch):
     (tmp_path / "my_gone_layers.py").write_text(textwrap.dedent("""
         import layerlab as ll
         class Twice(ll.Layer):
             def predict(self, X):
                 return 2 * X
     """))
-    code = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(tmp_path)!r})
-        import layerlab as ll
-        from my_gone_layers import Twice
-        ll.save(ll.Network([ll.FeatureInput(2), Twice(), ll.FullyConnected(2)]), "n.safetensors")
-    """)
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_gone_layers", raising=False)
+    Twice = importlib.import_module("my_gone_layers").Twice
+    ll.save(ll.Network([ll.FeatureInput(2), Twice(), ll.FullyConnected(2)]),
+            tmp_path / "n.safetensors")
     load = "import layerlab as ll\ntry:\n    ll.load('n.safetensors')\n" \
            "except ll.PersistenceError as e:\n    print(e)\n"
     out = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120).stdout
+                         text=True, timeout=120).stdout      # a process without the module
     assert "'my_gone_layers.Twice'" in out and "import the module that defines" in out
 
 
@@ -337,6 +336,8 @@ def test_custom_layers_must_be_layer_classes_and_unambiguous(tmp_path):
     path = _saved(tmp_path, net)
     with pytest.raises(ll.PersistenceError, match="custom_layers: expected layerlab.Layer"):
         ll.load(path, custom_layers=[dict])
+    with pytest.raises(ll.PersistenceError, match=r"expected a list .* custom_layers=\[MyELU\]"):
+        ll.load(path, custom_layers=Swish)
     other = type("Swish", (Swish,), {"__module__": "elsewhere"})
     moved = reseal(path, tmp_path / "moved.safetensors",
                    lambda m: m["layers"][1].update({"class": "moved.Swish"}))

@@ -394,6 +394,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     Examples:
         >>> net = ll.load("net.safetensors", custom_layers=[MyELU])
     """
+    if isinstance(custom_layers, type) or not isinstance(custom_layers, (list, tuple, set)):
+        raise PersistenceError(f"custom_layers: expected a list of Layer classes, got "
+                               f"{custom_layers!r:.60}; e.g. custom_layers=[MyELU]")
     custom = list(custom_layers)
     tensors, meta = read_file(path)
     state = {k[len(_NET):]: v for k, v in tensors.items() if k.startswith(_NET)}
