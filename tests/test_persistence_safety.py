@@ -452,6 +452,19 @@ def test_a_checkpoint_that_fits_resumes(checkpoint_file):
     assert info.iterations == 8
 
 
+def test_a_version_1_checkpoint_still_resumes(tmp_path, checkpoint_file):
+    from safetensors.torch import save_file
+    tensors, meta = network_file.read_file(checkpoint_file)
+    meta["version"] = 1
+    meta["sha256"] = network_file._digest(tensors, None)     # version 1: tensors only
+    old = tmp_path / "v1.safetensors"
+    save_file(tensors, str(old), metadata={"layerlab": json.dumps(meta)})
+    X, Y = _data()
+    _, a = ll.train_network(X, Y, _layers(), _options(), resume_from=old)
+    _, b = ll.train_network(X, Y, _layers(), _options(), resume_from=checkpoint_file)
+    np.testing.assert_array_equal(a.training_loss, b.training_loss)
+
+
 # -- writes: full disk, unwritable place, leftovers of a killed save ---------------------
 @pytest.mark.parametrize("how", ["oserror", "safetensors"])
 def test_a_full_disk_is_a_persistence_error_and_the_old_file_stays(tmp_path, monkeypatch, how):
