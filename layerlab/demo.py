@@ -136,5 +136,5 @@ def run(args: argparse.Namespace) -> int:
     saved = os.path.join(args.out, "seed_network.safetensors")
     ll.save(net, saved)
     print(f"Trained network: {saved}  "
-          f"(layerlab.load it back; SeedELU is found by its import path)")
+          f"(layerlab.load it back after `import layerlab.demo`, which defines SeedELU)")
     return 0
