@@ -26,6 +26,18 @@ def run_python(*args, cwd, env=None, timeout=300):
                           timeout=timeout, env=env, cwd=cwd)
 
 
+def test_the_library_declares_a_torch_range_and_the_makefile_pins_it_first():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch_req,) = [d for d in project["dependencies"] if d.startswith("torch")]
+    assert torch_req.startswith("torch>=") and "==" not in torch_req
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
+    assert set(project["optional-dependencies"]["onnx"]) >= {"onnx>=1.16", "onnxruntime>=1.18"}
+    makefile = (ROOT / "Makefile").read_text()
+    pin = makefile.index('pip install --quiet "$(TORCH)"')
+    assert "TORCH ?= torch==2.13.0" in makefile and pin < makefile.index('-e ".[test]"')
+
+
 def test_version_flag_prints_layerlab_and_torch_versions(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["--version"])
