@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="folder for the figures and the trained network "
                         "(default: ~/.cache/layerlab/demo, or $LAYERLAB_CACHE/demo)")
-    p.add_argument("--max-epochs", type=int, default=30, help="epochs (default 30, as the post)")
+    p.add_argument("--max-epochs", type=int, default=30, help="epochs (default 30, as the post; 1 is a quick look)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
