@@ -9,42 +9,85 @@ Quick tour::
               ll.Softmax(), ll.Classification()]
     X, Y, _ = ll.datasets.digits_train()
     net, info = ll.train_network(X, Y, layers, ll.training_options("sgdm"))
-    labels = ll.classify(net, X)
+    labels = ll.classify(net, X)                  # a NumPy array of labels
 """
 
-from .errors import (DataError, LayerError, LayerlabError, NetworkError, OptionError,
-                     PersistenceError, TrainingError)
+import importlib as _importlib
+
+__version__ = "0.1.0"
+
+# the layer contract: what a user's layer is written with
 from .layer import InputLayer, Layer, Learnable, OutputLayer, State
+# built-in layers and initializers
 from .layers import (BatchNormalization, Classification, Convolution2d, ELU, FullyConnected,
                      Gaussian, ImageInput, ReLU, Softmax, initializers)
 from .layers import (Addition, AveragePooling2d, Concatenation, CReLU, Dropout, FeatureInput,
                      FullyConnectedMaxout, GlobalAveragePooling2d, LayerNormalization,
                      LeakyReLU, Maxout, MaxPooling2d, PReLU, Regression, Sigmoid,
                      SpatialDropout, Tanh)
+# networks and layer graphs
 from .network import Block, LayerGraph, Network, residual_block, summary
-from .training import TrainingInfo, TrainingOptions, train_network, training_options
-from .inference import classify, predict
-from .persistence import export_onnx, load, save
-from .checking import CheckReport, check_layer
-from .inspection import activations
+# checking a layer
+from .checking import CheckReport, LayerCheckError, check_layer
+# training
+from .training import (IterationInfo, TrainingInfo, TrainingOptions, train_network,
+                       training_options)
 from .training.plots import plot_training
+# using a trained network
+from .inference import classify, predict
+from .inspection import activations
+# files
+from .persistence import export_onnx, load, save
+# errors
+from .errors import (DataError, LayerError, LayerlabError, NetworkError, OptionError,
+                     PersistenceError, TrainingError)
+# data sets (generated, never downloaded)
 from . import datasets
-from . import experiments
-
-__version__ = "0.1.0"
 
 __all__ = [
+    # the layer contract
     "Layer", "Learnable", "State", "InputLayer", "OutputLayer",
-    "BatchNormalization", "Classification", "Convolution2d", "ELU", "FullyConnected",
-    "Gaussian", "ImageInput", "ReLU", "Softmax", "initializers",
-    "Addition", "AveragePooling2d", "Concatenation", "CReLU", "Dropout", "FeatureInput",
-    "FullyConnectedMaxout", "GlobalAveragePooling2d", "LayerNormalization", "LeakyReLU",
-    "Maxout", "MaxPooling2d", "PReLU", "Regression", "Sigmoid", "SpatialDropout", "Tanh",
-    "Block", "residual_block", "summary",
-    "LayerGraph", "Network", "train_network", "training_options", "TrainingOptions",
-    "TrainingInfo", "classify", "predict", "datasets", "experiments",
+    # built-in layers: input, convolution and dense, activations, dropout,
+    # normalization, pooling, merging, output; initializers
+    "ImageInput", "FeatureInput",
+    "Convolution2d", "FullyConnected", "FullyConnectedMaxout",
+    "ReLU", "LeakyReLU", "PReLU", "ELU", "CReLU", "Maxout", "Tanh", "Sigmoid",
+    "Dropout", "SpatialDropout",
+    "BatchNormalization", "LayerNormalization",
+    "MaxPooling2d", "AveragePooling2d", "GlobalAveragePooling2d",
+    "Addition", "Concatenation",
+    "Softmax", "Classification", "Regression",
+    "initializers", "Gaussian",
+    # networks and layer graphs
+    "LayerGraph", "Network", "Block", "residual_block", "summary",
+    # checking a layer
+    "check_layer", "CheckReport", "LayerCheckError",
+    # training
+    "training_options", "TrainingOptions", "train_network", "TrainingInfo", "IterationInfo",
+    "plot_training",
+    # using a trained network
+    "classify", "predict", "activations",
+    # files
+    "save", "load", "export_onnx",
+    # errors
     "LayerlabError", "LayerError", "NetworkError", "OptionError", "DataError",
     "TrainingError", "PersistenceError",
-    "save", "load", "export_onnx", "activations", "plot_training",
-    "check_layer", "CheckReport",
+    # data sets and studies
+    "datasets", "experiments",
 ]
+
+# imported on first use: the studies pull in SciPy's statistics and their
+# modules import layerlab themselves
+_LAZY_MODULES = ("experiments",)
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        module = _importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

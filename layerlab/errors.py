@@ -32,3 +32,8 @@ class TrainingError(LayerlabError, RuntimeError):
 
 class PersistenceError(LayerlabError, ValueError):
     """A file could not be saved or loaded (missing, corrupt, unknown class)."""
+
+
+class MissingPackageError(LayerlabError, ImportError):
+    """An optional package that a feature needs is not installed (the
+    message says which and how to install it)."""

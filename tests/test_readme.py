@@ -1,5 +1,6 @@
 """The README's layer example runs as printed (with one epoch instead of
-30 so that the suite stays quick): the layer passes check_layer and trains."""
+30 so that the suite stays quick): the layer passes check_layer, trains,
+classifies the test set, and the network is saved and loaded back."""
 
 import pathlib
 import re
@@ -11,7 +12,9 @@ import layerlab as ll
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys):
+def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)                        # the example saves a file
     text = README.read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     assert 'll.training_options("sgdm")' in code
@@ -29,9 +32,15 @@ def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys):
     namespace = module.__dict__
     printed = capsys.readouterr().out
     assert "Test Summary: 10 Passed, 0 Failed, 3 Skipped." in printed
-    net, info = namespace["net"], namespace["info"]
+    net, info = namespace["net"], namespace["info"]        # net: as loaded back
     assert isinstance(net, ll.Network) and info.iterations == 39
     assert info.training_accuracy[-1] > 50    # learned something in one epoch (chance: 10%)
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", printed).group(1))
+    YPred, YTest = namespace["YPred"], namespace["YTest"]
+    assert abs(accuracy - (YPred == YTest).mean()) < 1e-4 and accuracy > 0.6
+    assert (tmp_path / "my_elu_net.safetensors").stat().st_size > 0
+    XTest = namespace["XTest"]
+    assert (ll.classify(net, XTest[:300]) == YPred[:300]).all()   # net: the loaded one
 
 
 def test_readme_graph_example_builds_valid_networks(capsys):

@@ -19,7 +19,9 @@ class ImageInput(InputLayer):
     """Image input, MATLAB's ``imageInputLayer``.
 
     Args:
-        input_size: ``(C, H, W)`` of one image, e.g. ``(1, 28, 28)``.
+        input_size: ``(C, H, W)`` of one image, e.g. ``(1, 28, 28)``
+            (MATLAB's ``[28 28 1]`` is refused with a hint: sizes are
+            channel-first here).
         normalization: ``"zerocenter"`` (default) subtracts the mean image
             of the training set, computed when training starts;
             ``"none"`` passes images through.
@@ -36,6 +38,12 @@ class ImageInput(InputLayer):
         self.input_size = size_tuple(input_size, "ImageInput input_size")
         if len(self.input_size) != 3:
             raise LayerError(f"ImageInput input_size: expected (C, H, W), got {input_size!r}")
+        h, w, c = self.input_size
+        if c in (1, 3) and h > 4 and w > 4:       # MATLAB's imageInputLayer([28 28 1])
+            raise LayerError(
+                f"ImageInput input_size {self.input_size}: looks like MATLAB's order "
+                f"(height, width, channels); layerlab's sizes are channel-first (C, H, W), "
+                f"as in PyTorch: ImageInput({(c, h, w)}) for images of shape (N, {c}, {h}, {w})")
         if normalization not in self.NORMALIZATIONS:
             raise LayerError(f"ImageInput normalization: expected one of "
                              f"{self.NORMALIZATIONS}, got {normalization!r}")

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import PersistenceError
 from ..network.network import Network, as_network
+from ..optional import missing_message, require
 
 __all__ = ["export_onnx"]
 
@@ -86,6 +87,7 @@ def export_onnx(net: Network | Any, path: str | os.PathLike, *, opset: int = 17,
     tolerance ``atol``); a mismatch raises :class:`PersistenceError`.
     A layer that cannot be exported raises :class:`PersistenceError` naming it.
     """
+    require("onnx", feature="export_onnx", extra="onnx")   # torch's exporter needs it
     net = as_network(net)
     was_training = net.training
     device = net.device
@@ -116,7 +118,8 @@ def _verify(net: Network, path: str, atol: float) -> None:
     try:
         import onnxruntime as ort
     except ImportError:  # pragma: no cover - onnxruntime is optional
-        warnings.warn("export_onnx: onnxruntime is not installed; the file was not verified")
+        warnings.warn(missing_message("onnxruntime", feature="export_onnx's check",
+                                      extra="onnx") + "; the file was not verified")
         return
     X = torch.rand((5, *net.input_size)) * 2 - 1
     with torch.no_grad():
