@@ -5,8 +5,12 @@ A checkpoint is a layerlab network file (so :func:`layerlab.load` opens
 it) with extra tensors: the optimizer's state (``opt.*``), the random-number
 generators' states (``rng.*``: PyTorch's global CPU and CUDA generators, the
 shuffling generator), the order of the training data (``data.order``), the
-history so far (``hist.*``) and early stopping's best weights (``best.*``);
-and extra metadata: epoch, iteration, elapsed time, early-stopping counters.
+history so far (``hist.*``, one per :class:`History` series), early
+stopping's best weights (``best.*``) and listeners' tensors
+(``listener.<name>.*``); and extra metadata: epoch, iteration, elapsed time,
+the data seed (augmentation), early-stopping counters, listeners' values.
+It is the flat form of ``TrainingRun.state_dict()``; :func:`checkpoint_state`
+turns it back.
 It is written to a temporary file and renamed over the previous one, so a
 crash while writing leaves the previous checkpoint intact.
 """
@@ -24,7 +28,7 @@ from ..persistence.config_json import decode, encode
 from ..persistence.network_file import architecture, load_state, read_file, write_file
 
 __all__ = ["FILE_NAME", "save_checkpoint", "read_checkpoint", "checkpoint_file",
-           "restore_optimizer"]
+           "checkpoint_state", "restore_optimizer"]
 
 FILE_NAME = "checkpoint.safetensors"
 
@@ -35,10 +39,9 @@ def checkpoint_file(path: str | os.PathLike) -> str:
     return os.path.join(path, FILE_NAME) if os.path.isdir(path) else path
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer | None):
-    if optimizer is None:
+def _optimizer_tensors(sd: dict[str, Any] | None):
+    if sd is None:
         return {}, None
-    sd = optimizer.state_dict()
     tensors, plain = {}, {}
     for idx, st in sd["state"].items():
         for key, v in st.items():
@@ -51,11 +54,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer | None):
     return tensors, {"param_groups": groups, "plain": plain}
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor],
-                      meta: dict[str, Any]) -> None:
-    info = meta["checkpoint"].get("optimizer")
-    if optimizer is None or info is None:
-        return
+def _optimizer_state(tensors: dict[str, torch.Tensor], info: dict[str, Any] | None):
+    if info is None:
+        return None
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -64,42 +65,91 @@ def restore_optimizer(optimizer: torch.optim.Optimizer | None, tensors: dict[str
     for k, v in info["plain"].items():
         idx, key = k.split(".", 1)
         state.setdefault(int(idx), {})[key] = decode(v)
-    groups = [{k: decode(v) for k, v in g.items()} for g in info["param_groups"]]
+    return {"state": state, "param_groups": [{k: decode(v) for k, v in g.items()}
+                                             for g in info["param_groups"]]}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer | None,
+                      state: dict[str, Any] | None) -> None:
+    """Load an optimizer state (from :func:`checkpoint_state`) into ``optimizer``."""
+    if optimizer is None or state is None:
+        return
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        optimizer.load_state_dict(state)
     except (ValueError, KeyError) as exc:
         raise PersistenceError(f"the checkpoint's optimizer state does not fit this network "
                                f"and solver: {exc}") from exc
 
 
-def save_checkpoint(path: str | os.PathLike, net: Network,
-                    optimizer: torch.optim.Optimizer | None, *, epoch: int, iteration: int,
-                    time_elapsed: float, shuffle_generator: torch.Generator,
-                    order: torch.Tensor, history: dict[str, torch.Tensor],
-                    early: dict[str, Any], best_state: dict[str, torch.Tensor] | None,
-                    solver: str) -> str:
-    """Write a checkpoint; returns the file written."""
+def save_checkpoint(path: str | os.PathLike, net: Network, state: dict[str, Any]) -> str:
+    """Write a training run's state (``TrainingRun.state_dict()``) beside the
+    network ``net``; returns the file written."""
     path = os.fspath(path)
     file = path if path.endswith(".safetensors") else os.path.join(path, FILE_NAME)
     tensors = {"net." + k: v for k, v in net.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    opt_tensors, opt_meta = _optimizer_tensors(state["optimizer"])
     tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    tensors["rng.shuffle"] = shuffle_generator.get_state()
-    tensors["data.order"] = order
-    for k, v in history.items():
-        tensors["hist." + k] = v[:iteration]
-    if best_state is not None:
-        tensors.update({"best." + k: v for k, v in best_state.items()})
+    rng = state["rng"]
+    tensors["rng.torch"] = rng["torch"]
+    for i, s in enumerate(rng.get("cuda", [])):
+        tensors[f"rng.cuda.{i}"] = s
+    tensors["rng.shuffle"] = rng["shuffle"]
+    tensors["data.order"] = state["order"]
+    for k, v in state["history"].items():
+        tensors["hist." + k] = v
+    early = dict(state["early_stopping"])
+    best = early.pop("best_state", None)
+    if best is not None:
+        tensors.update({"best." + k: v for k, v in best.items()})
+    listeners: dict[str, Any] = {}
+    for name, lstate in state.get("listeners", {}).items():
+        plain = {}
+        for k, v in lstate.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"listener.{name}.{k}"] = v
+            else:
+                plain[k] = encode(v, f"listener {name} state {k}")
+        listeners[name] = plain
     meta = architecture(net)
-    meta["checkpoint"] = {"epoch": epoch, "iteration": iteration, "time_elapsed": time_elapsed,
-                          "solver": solver, "optimizer": opt_meta,
-                          "early": {k: encode(v, k) for k, v in early.items()}}
+    meta["checkpoint"] = {"epoch": state["epoch"], "iteration": state["iteration"],
+                          "time_elapsed": state["time_elapsed"], "solver": state["solver"],
+                          "data_seed": state.get("data_seed"), "optimizer": opt_meta,
+                          "early": {k: encode(v, k) for k, v in early.items()},
+                          "listeners": listeners}
     write_file(file, tensors, meta)
     return file
+
+
+def checkpoint_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The training run's state (as ``TrainingRun.state_dict()`` gave it)
+    from a checkpoint's tensors and metadata; the network's own tensors
+    are under ``"network"``."""
+    info = meta["checkpoint"]
+    early = {k: decode(v) for k, v in info["early"].items()}
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    early["best_state"] = best or None
+    listeners: dict[str, dict[str, Any]] = {}
+    for name, plain in info.get("listeners", {}).items():
+        listeners[name] = {k: decode(v) for k, v in plain.items()}
+    for k, v in tensors.items():
+        if k.startswith("listener."):
+            _, name, key = k.split(".", 2)
+            listeners.setdefault(name, {})[key] = v
+    return {
+        "epoch": info["epoch"], "iteration": info["iteration"],
+        "time_elapsed": info["time_elapsed"], "solver": info.get("solver"),
+        "data_seed": info.get("data_seed"),
+        "network": {k[4:]: v for k, v in tensors.items() if k.startswith("net.")},
+        "optimizer": _optimizer_state(tensors, info.get("optimizer")),
+        "rng": {"torch": tensors["rng.torch"], "shuffle": tensors["rng.shuffle"],
+                "cuda": [tensors[k] for k in sorted((t for t in tensors
+                                                     if t.startswith("rng.cuda.")),
+                                                    key=lambda t: int(t.rsplit(".", 1)[1]))]},
+        "order": tensors["data.order"],
+        "history": {k[5:]: v for k, v in tensors.items() if k.startswith("hist.")},
+        "early_stopping": early,
+        "listeners": listeners,
+    }
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -112,14 +162,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, meta
 
 
-def restore_network(net: Network, tensors: dict[str, torch.Tensor], path: Any) -> None:
-    load_state(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, path)
+def restore_network(net: Network, state: dict[str, torch.Tensor], path: Any) -> None:
+    load_state(net, state, path)
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], shuffle_generator: torch.Generator) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-        if states:
-            torch.cuda.set_rng_state_all(states)
-    shuffle_generator.set_state(tensors["rng.shuffle"])
+def restore_rng(rng: dict[str, Any], shuffle_generator: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and rng.get("cuda"):
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    shuffle_generator.set_state(rng["shuffle"])
