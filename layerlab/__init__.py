@@ -30,6 +30,7 @@ from .inspection import activations
 from .training.plots import plot_training
 from . import datasets
 from . import experiments
+from .datastores import AugmentedImageDatastore, ImageDataAugmenter, ImageDatastore
 
 __version__ = "0.1.0"
 
@@ -47,4 +48,5 @@ __all__ = [
     "TrainingError", "PersistenceError",
     "save", "load", "export_onnx", "activations", "plot_training",
     "check_layer", "CheckReport",
+    "ImageDatastore", "AugmentedImageDatastore", "ImageDataAugmenter",
 ]

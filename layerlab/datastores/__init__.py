@@ -4,5 +4,8 @@ and augmentation, MATLAB's ``imageDatastore``, ``augmentedImageDatastore``
 and ``imageDataAugmenter``."""
 
 from .sources import DataSource, as_data_source, is_data_source
+from .image import ImageDatastore
+from .augment import AugmentedImageDatastore, ImageDataAugmenter
 
-__all__ = ["DataSource", "as_data_source", "is_data_source"]
+__all__ = ["DataSource", "as_data_source", "is_data_source", "ImageDatastore",
+           "AugmentedImageDatastore", "ImageDataAugmenter"]

@@ -27,7 +27,7 @@ exact when its shuffling draws from PyTorch's global generator (the
 default, which checkpoints save).
 
 Targets (labels or responses) are small: a source gives all of them once
-(:meth:`DataSource.labels`), so classes are known before the first step.
+(:meth:`DataSource.targets`), so classes are known before the first step.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ..errors import DataError
 from .readahead import read_ahead
 
 __all__ = ["DataSource", "IndexedSource", "InMemorySource", "ArrayLikeSource",
-           "DatasetSource", "LoaderSource", "as_data_source", "is_data_source",
+           "DatasetSource", "LoaderSource", "as_data_source", "is_data_source", "is_lazy_array",
            "batch_seed"]
 
 
@@ -61,7 +61,7 @@ def batch_seed(seed: int | None, epoch: int, batch: int) -> int | None:
 class DataSource:
     """Observations and their targets, read by index.
 
-    A source implements ``__len__`` (N), :meth:`labels` (all N targets) and
+    A source implements ``__len__`` (N), :meth:`targets` (all N targets) and
     :meth:`read` (the observations at some indices, as a tensor
     ``(b, *observation size)``); the rest has defaults built on them.
     ``prefetch`` mini-batches are read ahead in ``workers`` threads.
@@ -77,7 +77,7 @@ class DataSource:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def labels(self) -> Any:
+    def targets(self) -> Any:
         """The targets of every observation (class labels or responses)."""
         raise NotImplementedError
 
@@ -99,6 +99,9 @@ class DataSource:
 
     def per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size
+
+    def check_for_training(self, classification: bool) -> None:
+        """Refuse data a network cannot be trained on (e.g. one class)."""
 
     def to(self, device: torch.device) -> "DataSource":
         return self
@@ -178,7 +181,7 @@ class InMemorySource(DataSource):
     def __len__(self):
         return int(self.X.shape[0]) if self.X is not None else len(self.X_raw)
 
-    def labels(self):
+    def targets(self):
         return self.Y
 
     def bind(self, input_size, dtype, what):
@@ -248,7 +251,7 @@ class ArrayLikeSource(DataSource):
     def __len__(self):
         return self.shape[0]
 
-    def labels(self):
+    def targets(self):
         return self.Y
 
     def read(self, indices, seed=None):
@@ -346,7 +349,7 @@ class DatasetSource(DataSource):
     def __len__(self):
         return len(self.dataset)
 
-    def labels(self):
+    def targets(self):
         if self._labels is None:
             raw = _dataset_labels(self.dataset, self.what)
             if isinstance(raw, list):
@@ -407,11 +410,11 @@ class LoaderSource(DataSource):
     def __len__(self):
         return self.n
 
-    def labels(self):
+    def targets(self):
         if self._labels is None:
             inner = DatasetSource(self.loader.dataset)
             inner.what = self.what
-            self._labels = inner.labels()
+            self._labels = inner.targets()
         return self._labels
 
     def per_epoch(self, batch_size):
@@ -435,6 +438,13 @@ class LoaderSource(DataSource):
                 x, y = x[share], y[share]
             yield x.to(device, non_blocking=True), encode(y, x.shape[0]).to(device)
 
+    def inference_batches(self, batch_size):
+        """The loader's batches (its order: make it with ``shuffle=False``),
+        ``x`` of each ``(x, y)`` pair or the batch itself."""
+        for b, item in enumerate(self.loader):
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            yield self.checked(x, f"DataLoader batch {b + 1}")
+
 
 def is_data_source(data: Any) -> bool:
     """Whether ``data`` is given alone (a Dataset, DataLoader or datastore),
@@ -446,6 +456,12 @@ def is_data_source(data: Any) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(data, (Dataset, DataLoader))
+
+
+def is_lazy_array(X: Any) -> bool:
+    """Whether ``X`` is read per mini-batch rather than whole (a memmap, or
+    an array-like that is neither a NumPy array, a tensor nor a list)."""
+    return _is_lazy_array(X)
 
 
 def _is_lazy_array(X: Any) -> bool:

@@ -40,7 +40,8 @@ class TrainingOptions:
       "l2norm" (each learnable's gradient on its own), "global-l2norm" (all
       together) or "absolute-value" (element-wise); see
       :mod:`layerlab.training.clipping`.
-    * ``validation_data=(X, Y)``, checked every ``validation_frequency``
+    * ``validation_data=(X, Y)`` (or any data source: a Dataset,
+      DataLoader or datastore), checked every ``validation_frequency``
       iterations (and at iterations 1 and last); ``validation_patience``
       validations without a new lowest loss stop training (inf: never).
       ``output_network``: "last-iteration" (MATLAB's behaviour) or
@@ -165,9 +166,11 @@ def _validate_extras(opts: TrainingOptions) -> None:
         0, lo_open=True, allow_inf=True)
     _choice(opts, "gradient_threshold_method", ("l2norm", "global-l2norm", "absolute-value"))
     if opts.validation_data is not None:
+        from ..datastores.sources import is_data_source
         vd = opts.validation_data
-        if not (isinstance(vd, (tuple, list)) and len(vd) == 2):
-            raise OptionError("training option 'validation_data': expected a pair (X, Y), "
+        if not (isinstance(vd, (tuple, list)) and len(vd) == 2) and not is_data_source(vd):
+            raise OptionError("training option 'validation_data': expected a pair (X, Y), a "
+                              "torch Dataset or DataLoader or a layerlab datastore, "
                               f"got {type(vd).__name__}")
     _number(opts, "validation_frequency", 1, integer=True)
     opts.validation_patience = check_number(

@@ -173,7 +173,7 @@ class _Validation:
         source.bind(net.input_size, net.dtype, f"{what} X")
         self.batch = batch
         try:
-            self.T = net.output_layer.prepare_targets(source.labels(), len(source))
+            self.T = net.output_layer.prepare_targets(source.targets(), len(source))
         except DataError as exc:
             raise DataError(f"{what}: {exc}; validation labels must be among the training "
                             f"classes") from None
@@ -260,7 +260,8 @@ class TrainingRun:
         n = len(source)
         if n == 0:
             raise DataError(f"{what}: no observations to train on")
-        targets = net.output_layer.prepare_targets(source.labels(), n)
+        source.check_for_training(hasattr(net.output_layer, "classes"))
+        targets = net.output_layer.prepare_targets(source.targets(), n)
         B = opts.mini_batch_size
         if not source.own_batching and B > n:
             raise OptionError(f"training option 'mini_batch_size': {B} is larger than the "
