@@ -176,7 +176,10 @@ def _validate_extras(opts: TrainingOptions) -> None:
     opts.validation_patience = check_number(
         opts.validation_patience, "training option 'validation_patience' (math.inf: never)",
         1, integer=True, allow_inf=True)
-    _choice(opts, "output_network", ("last-iteration", "best-validation-loss"))
+    if opts.output_network == "best-validation":   # MATLAB R2024a's name: by the objective
+        opts.output_network = "best-validation-loss"
+    _choice(opts, "output_network", ("last-iteration", "best-validation-loss",
+                                     "best-validation"))
     if opts.output_network == "best-validation-loss" and opts.validation_data is None:
         raise OptionError("training option 'output_network': 'best-validation-loss' needs "
                           "validation_data")

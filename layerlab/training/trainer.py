@@ -33,6 +33,10 @@ from .listeners import (CheckpointListener, Listener, OutputFnListener, PlotList
                         TableColumn, TableListener)
 from .nonfinite import first_nonfinite_layer
 from .options import TrainingOptions, training_options
+from .metric_listeners import extend_run
+from .plots import default_plot_path
+from .precision import Precision
+from .schedules import bind_schedule
 from .solvers import make_optimizer, set_base_learn_rate
 from .validation import EarlyStopping, evaluate, evaluate_batches
 
@@ -112,12 +116,14 @@ def _where(device: torch.device, ctx) -> str:
     return "Training on single GPU." if device.type == "cuda" else "Training on CPU."
 
 
-def base_learn_rate(opts: TrainingOptions, epoch: int) -> float:
-    """The schedule: the base learning rate of ``epoch`` (1-based)."""
-    lr = float(opts.initial_learn_rate)
-    if opts.learn_rate_schedule == "piecewise":
-        lr *= opts.learn_rate_drop_factor ** ((epoch - 1) // opts.learn_rate_drop_period)
-    return lr
+def base_learn_rate(opts: TrainingOptions, epoch: int, per_epoch: int = 1,
+                    iteration: int | None = None) -> float:
+    """The schedule: the base learning rate at ``iteration`` (1-based,
+    default the first of ``epoch``); see :mod:`.schedules`."""
+    schedule = bind_schedule(opts.learn_rate_schedule, opts.max_epochs, per_epoch,
+                             opts.learn_rate_drop_factor, opts.learn_rate_drop_period)
+    it = (epoch - 1) * per_epoch + 1 if iteration is None else iteration
+    return float(opts.initial_learn_rate) * schedule.factor(epoch, it)
 
 
 class _NonFiniteLoss(Exception):
@@ -128,24 +134,37 @@ class _NonFiniteLoss(Exception):
 
 def train_step(model: torch.nn.Module, net: Network, optimizer: torch.optim.Optimizer | None,
                xb: torch.Tensor, tb: torch.Tensor, opts: TrainingOptions,
-               params: list[torch.Tensor], check_finite: bool):
+               params: list[torch.Tensor], check_finite: bool,
+               precision: Precision | None = None):
     """One iteration: forward, loss, backward, gradient clipping, update.
-    Returns ``(loss, logits)``, still on the device.
+    Returns ``(loss, logits)``, still on the device. ``precision``: mixed
+    precision's autocast and gradient scaler (:mod:`.precision`).
 
     With ``check_finite`` the loss is checked before the update (one host
     synchronisation an iteration: free on the CPU, a stall of the queue on a
     GPU), so a NaN never reaches the weights and the failed mini-batch can
     be re-run with the same weights to find the layer at fault.
     """
-    Yb = model(xb, logits=True)
-    loss = net.loss(Yb, tb, from_logits=True)
+    if precision is None or not precision.enabled:
+        Yb = model(xb, logits=True)
+        loss = net.loss(Yb, tb, from_logits=True)
+    else:
+        with precision.autocast():
+            Yb = model(xb, logits=True)
+            loss = net.loss(Yb, tb, from_logits=True)
     if check_finite and not bool(torch.isfinite(loss)):
         raise _NonFiniteLoss(float(loss.detach()))
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
-        optimizer.step()
+        if precision is None or not precision.enabled:
+            loss.backward()
+            clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
+            optimizer.step()
+        else:
+            precision.backward(loss)
+            precision.unscale(optimizer)
+            clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
+            precision.step(optimizer)
     return loss, Yb
 
 
@@ -224,6 +243,7 @@ class TrainingRun:
         self.metric_scale = 100.0 if self.output_layer.metric_is_percentage else 1.0
         self.listeners: list[Listener] = []
         self.table_columns: list[TableColumn] = []
+        self.plot_extras: list = []   # functions run -> {name: curves} for the progress plot
         self.stop_reason = "max-epochs"
         self.epoch = 0               # the last epoch completed
         self.iteration = 0           # iterations run
@@ -313,6 +333,10 @@ class TrainingRun:
         if opts.shuffle == "once" and not self.source.own_batching:
             self.order = torch.randperm(n, generator=self.shuffle_generator)
         self.history = History(self.total, self.device)
+        # hooks of issue 14: the learning-rate schedule and mixed precision
+        self.schedule = bind_schedule(opts.learn_rate_schedule, opts.max_epochs, self.per_epoch,
+                                      opts.learn_rate_drop_factor, opts.learn_rate_drop_period)
+        self.precision = Precision(opts.precision, self.device)
         self.early_stopping = EarlyStopping(
             opts.validation_patience, keep_best=opts.output_network == "best-validation-loss")
 
@@ -325,11 +349,12 @@ class TrainingRun:
                             lambda run, s: f"{s.validation_loss:.4f}" if s.validated else ""),
                 TableColumn("Validation", self.output_layer.metric_name,
                             lambda run, s: fmt(s.validation_metric) if s.validated else "")]
+        extend_run(self)   # issue 14: metrics, objective, log_dir, output checks
         if self.verbose:
             self.add_listener(TableListener(self.stream, opts.progress))
         if opts.plots == "training-progress" and self.is_main:
-            path = opts.plots_path or os.path.join(opts.checkpoint_path or ".",
-                                                   "training_progress.png")
+            path = opts.plots_path or (os.path.join(opts.checkpoint_path, "training_progress.png")
+                                       if opts.checkpoint_path else default_plot_path())
             self.add_listener(PlotListener(path, self.stream, self.verbose))
         if opts.output_fn is not None:
             fns = opts.output_fn
@@ -434,9 +459,10 @@ class TrainingRun:
         if opts.shuffle == "every-epoch" and not self.source.own_batching:
             self.order = self.order.index_select(
                 0, torch.randperm(len(self.source), generator=self.shuffle_generator))
-        lr = base_learn_rate(opts, epoch)
+        lr = self.learn_rate(epoch, self.iteration + 1)
         if self.optimizer is not None:
             set_base_learn_rate(self.optimizer, lr)
+        per_iteration = self.schedule.per_iteration
         B = opts.mini_batch_size
         rows = None if ctx is None else (lambda b: ctx.shard(b * B, (b + 1) * B))
         # with DDP a rank that raised alone would leave the others waiting in a
@@ -446,9 +472,13 @@ class TrainingRun:
             self.order, B, self.per_epoch, epoch, self.targets, self.device, rows=rows,
             seed=self.data_seed, encode=self.output_layer.prepare_targets)
         for b, (xb, tb) in enumerate(batches):
+            if per_iteration and b:   # a schedule by iteration (or a function)
+                lr = self.learn_rate(epoch, self.iteration + 1)
+                if self.optimizer is not None:
+                    set_base_learn_rate(self.optimizer, lr)
             try:
                 loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
-                                      self.params, check_finite)
+                                      self.params, check_finite, self.precision)
             except _NonFiniteLoss as bad:
                 raise _nonfinite_error(self.net, xb, bad.value, self.iteration + 1,
                                        epoch) from None
@@ -459,6 +489,10 @@ class TrainingRun:
                                      metric, Yb, tb)):
                 return True
         return False
+
+    def learn_rate(self, epoch: int, iteration: int) -> float:
+        """The base learning rate at ``iteration`` (1-based) of ``epoch``."""
+        return float(self.options.initial_learn_rate) * self.schedule.factor(epoch, iteration)
 
     def _after_step(self, step: Step) -> bool:
         """Record, validate, ask the listeners; True when training stops."""
@@ -527,7 +561,8 @@ class TrainingRun:
         return {"iterations": iters, "loss": h.column("loss"),
                 "metric": h.column("metric") * scale, "epoch": h.column("epoch"),
                 "val_iterations": iters[has], "val_loss": val_loss[has],
-                "val_metric": h.column("validation_metric")[has] * scale}
+                "val_metric": h.column("validation_metric")[has] * scale,
+                "extra": {k: v for f in self.plot_extras for k, v in f(self).items()}}
 
     def info(self) -> TrainingInfo:
         h, scale = self.history, self.metric_scale
