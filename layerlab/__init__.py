@@ -31,6 +31,11 @@ from .training.plots import plot_training
 from . import datasets
 from . import experiments
 from .datastores import AugmentedImageDatastore, ImageDataAugmenter, ImageDatastore
+# trainnet, metrics and logs (issue 14)
+from .training.trainnet import trainnet
+from .training.evaluation import minibatchpredict, scores2label, testnet
+from .training.runlog import write_info
+from .training import schedules
 
 __version__ = "0.1.0"
 
@@ -49,4 +54,5 @@ __all__ = [
     "save", "load", "export_onnx", "activations", "plot_training",
     "check_layer", "CheckReport",
     "ImageDatastore", "AugmentedImageDatastore", "ImageDataAugmenter",
+    "trainnet", "minibatchpredict", "scores2label", "testnet", "write_info", "schedules",
 ]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import layerlab as ll
 from layerlab.errors import DataError
-from layerlab.training import testnet as _t
+from layerlab.training import evaluation as _t
 
 minibatchpredict, scores2label = _t.minibatchpredict, _t.scores2label
 

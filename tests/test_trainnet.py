@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import layerlab as ll
 from layerlab.errors import DataError, NetworkError, OptionError, TrainingError
-from layerlab.training import testnet as tn
+from layerlab.training import evaluation as tn
 from layerlab.training.schedules import WarmupSchedule
 from layerlab.training.trainnet import trainnet
 

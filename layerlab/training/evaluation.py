@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import as_input_tensor
+from ..datastores.sources import as_data_source, is_data_source
 from ..errors import DataError, NetworkError, OptionError
 from ..network.network import Network
 from ..validation import check_number
@@ -38,8 +39,11 @@ def _batches(net: Network, data: Any, mini_batch_size: int, what: str,
     a torch ``Dataset`` of ``x`` or ``(x, y)`` items, a ``DataLoader`` or any
     iterable of such batches; ``x`` checked and on the network's device."""
     device, dtype = net.device, net.dtype
-    if isinstance(data, torch.utils.data.Dataset):
-        data = torch.utils.data.DataLoader(data, batch_size=mini_batch_size, shuffle=False)
+    if is_data_source(data):     # Dataset, DataLoader, datastore (layerlab/datastores)
+        src = as_data_source(data).bind(net.input_size, dtype, what)
+        for xb in src.inference_batches(mini_batch_size):
+            yield xb.to(device), None
+        return
     if isinstance(data, (np.ndarray, torch.Tensor)) or hasattr(data, "shape"):
         X = data
         n = X.shape[0]
@@ -136,6 +140,8 @@ def testnet(net: Network, X: Any, Y: Any = None, metrics: Any = ("accuracy",),
     net = _check_net(net, "testnet")
     if not _is_array(X) and Y is not None:     # testnet(net, data, metrics)
         metrics, Y = Y, None
+    if is_data_source(X):                       # its targets, all at once
+        Y = as_data_source(X).targets()
     if _is_array(X) and Y is None:
         raise DataError("testnet: got inputs X without targets; call testnet(net, X, Y, "
                         "metrics) or testnet(net, data, metrics) with data yielding (x, y)")
@@ -167,7 +173,7 @@ def testnet(net: Network, X: Any, Y: Any = None, metrics: Any = ("accuracy",),
         arr = Y.detach().cpu().numpy() if isinstance(Y, torch.Tensor) else np.asarray(Y)
         if arr.ndim == 1 and arr.dtype.kind in "iuUSOb" and net_classes is None:
             n_all_labels = np.unique(arr).tolist()
-        n = X.shape[0]
+        n = X.shape[0] if _is_array(X) else len(as_data_source(X))
         if arr.shape[0] != n:
             raise DataError(f"testnet: got {arr.shape[0]} targets for {n} observations in X")
     # resolve after the task is known: from the first batch
