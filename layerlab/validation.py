@@ -27,11 +27,13 @@ def is_real(value: Any) -> bool:
 
 def check_number(value: Any, what: str, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, hi_open: bool = False, integer: bool = False,
-                 allow_inf: bool = False, error: type[Exception] = OptionError):
+                 allow_inf: bool = False, error: type[Exception] = OptionError,
+                 expected: str | None = None):
     """``value`` as a Python ``int`` (``integer``) or ``float``, checked to
     lie in ``[lo, hi]`` (open ends with ``lo_open``/``hi_open``; NaN never,
     infinity only with ``allow_inf``); otherwise ``error`` naming ``what``,
-    the range and the value given."""
+    the range and the value given (``expected`` words the expectation
+    instead, e.g. "a probability in [0, 1)")."""
     ok = is_real(value) and not math.isnan(value) and (allow_inf or math.isfinite(value))
     if ok and integer:
         ok = math.isinf(value) or float(value).is_integer()
@@ -46,7 +48,7 @@ def check_number(value: Any, what: str, lo: float | None = None, hi: float | Non
                    f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}")
         kind = "an integer" if integer else ("a number" if allow_inf else "a finite number")
         shown = value.item() if isinstance(value, np.generic) else value
-        raise error(f"{what}: expected {kind}{rng}, got {shown!r}")
+        raise error(f"{what}: expected {expected or kind + rng}, got {shown!r}")
     if integer and math.isfinite(value):
         return int(value)
     return value if isinstance(value, int) else float(value)
