@@ -206,3 +206,33 @@ def test_resume_with_augmentation_is_exact(folder, tmp_path):
     plain = ll.AugmentedImageDatastore((8, 8), ll.ImageDatastore(folder[0]))
     _, info_p = ll.train_network(plain, _layers(), _opts(**opts))
     assert not np.array_equal(info_p.training_loss, info_s.training_loss)
+
+
+def test_readme_data_example_runs(tmp_path, monkeypatch):
+    """The README's data-sources example, on a small folder of digits."""
+    import pathlib
+    import re
+    X, Y, _ = ll.datasets.make_digits(20, seed=0)
+    _write(tmp_path / "digits", (X[:, 0] * 255).astype(np.uint8), Y)
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+                if "ll.ImageDatastore(" in b)
+    code = code.replace('ll.training_options("sgdm", seed=0)',
+                        'll.training_options("sgdm", seed=0, max_epochs=2, mini_batch_size=16, '
+                        'verbose=False)')
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, str(readme), "exec"), namespace)
+    assert namespace["info"].iterations == 2 * (160 // 16)
+    assert 0.0 <= namespace["accuracy"] <= 1.0 and len(namespace["test"]) == 40
+
+
+@pytest.mark.slow
+def test_train_from_folder_example_runs():
+    import subprocess
+    import sys
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "train_from_folder.py")
+    run = subprocess.run([sys.executable, example, "--max-epochs", "1"], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Test accuracy" in run.stdout and "5000 training images" in run.stdout

@@ -11,26 +11,40 @@ import torch
 from ..errors import DataError
 from .sources import DataSource
 
-__all__ = ["ImageDatastore", "decode_image"]
+__all__ = ["ImageDatastore", "decode_image", "decode_pixels"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def decode_image(path: str, color: str) -> torch.Tensor:
-    """One image file as a float32 tensor ``(C, H, W)`` with values in
-    ``[0, 1]`` (MATLAB's ``im2single``): ``C`` is 1 for ``color="gray"``,
-    3 for ``"rgb"``. A file Pillow cannot decode is a :class:`DataError`
-    naming it. Pillow only decodes pixels: nothing in a file is executed."""
+def decode_pixels(path: str, color: str) -> np.ndarray:
+    """One image file's pixels as uint8 ``(C, H, W)``: ``C`` is 1 for
+    ``color="gray"``, 3 for ``"rgb"``. A file Pillow cannot decode is a
+    :class:`DataError` naming it. Pillow only decodes pixels: nothing in a
+    file is executed."""
     from PIL import Image, UnidentifiedImageError
+    mode = "L" if color == "gray" else "RGB"
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if color == "gray" else "RGB")
+            if im.mode != mode:
+                im = im.convert(mode)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"image file {path!r} could not be read ({type(exc).__name__}: {exc}); "
                         f"is it a valid image? Remove or replace it") from None
-    t = torch.from_numpy(arr.copy()).to(torch.float32).div_(255.0)
-    return t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def to_float(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels as float32 in ``[0, 1]`` (MATLAB's ``im2single``)."""
+    if not pixels.flags.writeable:     # Pillow's buffer: torch wants its own
+        pixels = pixels.copy()
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div_(255.0)
+
+
+def decode_image(path: str, color: str) -> torch.Tensor:
+    """One image file as a float32 tensor ``(C, H, W)`` with values in
+    ``[0, 1]`` (MATLAB's ``im2single``); see :func:`decode_pixels`."""
+    return to_float(decode_pixels(path, color))
 
 
 class ImageDatastore(DataSource):
@@ -179,7 +193,8 @@ class ImageDatastore(DataSource):
         return decode_image(self.files[i], self.color)
 
     def read(self, indices, seed=None):
-        images = [self.read_image(int(i)) for i in indices]
+        # decoded as uint8 and converted once per mini-batch (cheaper than per image)
+        images = [decode_pixels(self.files[int(i)], self.color) for i in indices]
         if self.input_size is not None:
             for i, im in zip(indices, images):
                 if tuple(im.shape) != self.input_size:
@@ -189,7 +204,9 @@ class ImageDatastore(DataSource):
                         f"AugmentedImageDatastore({self.input_size[1:]}, datastore)"
                         + (" or use color='rgb'" if im.shape[0] == 1 and
                            self.input_size[0] == 3 else ""))
-        return torch.stack(images)
+        if len({im.shape for im in images}) > 1:
+            return torch.stack([to_float(im) for im in images])   # sizes differ: no input layer
+        return to_float(np.stack(images))
 
     def __repr__(self) -> str:
         return (f"ImageDatastore({len(self)} images, {len(self.classes)} classes"

@@ -259,33 +259,34 @@ class ArrayLikeSource(DataSource):
         order = np.argsort(idx, kind="stable")
         srt = idx[order]
         if self.file is not None:
-            rows = self._pread(srt)
-        else:
-            uniq, inverse = np.unique(srt, return_inverse=True)
-            rows = np.asarray(self.X[uniq.tolist() if len(uniq) > 1 else slice(uniq[0], uniq[0] + 1)])
-            rows = rows[inverse]
-        out = np.empty_like(rows)
-        out[order] = rows
+            return torch.from_numpy(self._pread(srt, order))
+        uniq, inverse = np.unique(srt, return_inverse=True)
+        rows = np.asarray(self.X[uniq.tolist()])   # h5py-style: increasing indices
+        out = np.empty_like(rows[inverse])
+        out[order] = rows[inverse]
         return torch.from_numpy(out)
 
-    def _pread(self, srt: np.ndarray) -> np.ndarray:
+    def _pread(self, srt: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Rows ``srt`` (sorted) read from the file straight into their
+        places ``order`` of the result: one read per run of rows that are
+        consecutive both in the file and in the result."""
         if self._fd is None:
             self._fd = os.open(self.file[0], os.O_RDONLY)
         out = np.empty((len(srt),) + self.shape[1:], dtype=self.np_dtype)
-        flat = out.reshape(len(srt), -1).view(np.uint8)
-        # runs of consecutive rows in one read each
-        start = 0
-        while start < len(srt):
-            stop = start + 1
-            while stop < len(srt) and srt[stop] == srt[stop - 1] + 1:
+        flat = out.reshape(len(srt), -1)
+        k = 0
+        while k < len(srt):
+            stop = k + 1
+            while (stop < len(srt) and srt[stop] == srt[stop - 1] + 1
+                   and order[stop] == order[stop - 1] + 1):
                 stop += 1
-            nbytes = (stop - start) * self.row_bytes
-            buf = os.pread(self._fd, nbytes, self.file[1] + int(srt[start]) * self.row_bytes)
-            if len(buf) != nbytes:
+            first, count = int(order[k]), stop - k
+            got = os.preadv(self._fd, [memoryview(flat[first:first + count]).cast("B")],
+                            self.file[1] + int(srt[k]) * self.row_bytes)
+            if got != count * self.row_bytes:
                 raise DataError(f"X: the file {self.file[0]!r} is shorter than its header says "
-                                f"(row {int(srt[start])})")
-            flat[start:stop] = np.frombuffer(buf, dtype=np.uint8).reshape(stop - start, -1)
-            start = stop
+                                f"(row {int(srt[k])})")
+            k = stop
         return out
 
     def __del__(self):
