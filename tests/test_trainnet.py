@@ -222,3 +222,23 @@ def test_bf16_mixed_trains_and_hand_written_backwards_run_in_float32():
     if not torch.cuda.is_available():
         with pytest.raises(OptionError, match="needs a GPU"):
             trainnet(X, Y, _layers(), "crossentropy", _opts(precision="16-mixed"))
+
+
+def test_data_sources_binary_crossentropy_and_a_trained_network_as_layers():
+    X, Y = _blobs()
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y))
+    net, info = trainnet(ds, _layers(), "crossentropy", _opts(max_epochs=2))
+    assert info.iterations == 12 and info.classes == [0, 1, 2]
+    # continue from the trained network: its weights are the starting point
+    net2, info2 = trainnet(X, Y, net, "crossentropy", _opts(max_epochs=1))
+    assert info2.training_loss[0] < info.training_loss[0]
+    B = np.stack([Y == 0, Y == 2], 1).astype(np.float32)        # two labels per observation
+    layers = [ll.FeatureInput(4), ll.FullyConnected(2), ll.Sigmoid()]
+    netb, infob = trainnet(X, B, layers, "binary-crossentropy",
+                           _opts(metrics=["accuracy", "fscore"], initial_learn_rate=0.1))
+    P = tn.minibatchpredict(netb, X)
+    assert infob.metric_name == "Accuracy"
+    got = tn.testnet(netb, X, B, ["accuracy", "binary-crossentropy"])
+    assert got["accuracy"] == pytest.approx(((P > 0.5) == (B > 0.5)).mean())
+    want = -(B * np.log(P) + (1 - B) * np.log(1 - P)).mean()
+    assert got["binary-crossentropy"] == pytest.approx(want, rel=1e-4)
