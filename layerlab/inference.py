@@ -32,7 +32,7 @@ def source_batches(net: Network, X: Any, mini_batch_size: int, what: str
                    ) -> Iterator[torch.Tensor]:
     """The observations of data source ``X`` in order, ``mini_batch_size`` at
     a time, checked against ``net``'s input layer (no augmentation)."""
-    source = as_data_source(X, Y=() if not is_data_source(X) else None)
+    source = as_data_source(X, need_targets=False)
     source.bind(net.input_size, net.dtype, what)
     return source.inference_batches(mini_batch_size)
 

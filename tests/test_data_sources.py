@@ -175,3 +175,37 @@ def test_array_like_gathers_sorted_rows():
     lazy = Lazy(a)
     src = ArrayLikeSource(lazy, np.zeros(10))
     assert torch.equal(src.read(np.array([7, 2, 2, 5])), torch.from_numpy(a[[7, 2, 2, 5]]))
+
+
+@pytest.mark.parametrize("kind", ["memmap", "dataset", "dataloader"])
+def test_resume_is_exact_for_every_source(kind, tmp_path):
+    X, Y = _data(64)
+    np.save(tmp_path / "x.npy", X.numpy())
+
+    def data():
+        if kind == "memmap":
+            return np.load(tmp_path / "x.npy", mmap_mode="r"), Y.numpy()
+        if kind == "dataset":
+            return (PairDataset(X, Y),)
+        # its own shuffling, from PyTorch's global generator (saved in checkpoints)
+        return (DataLoader(TensorDataset(X, Y), batch_size=16, shuffle=True),)
+
+    opts = dict(max_epochs=3, validation_data=PairDataset(X[:20], Y[:20]),
+                validation_frequency=3)
+    straight, info_s = ll.train_network(*data(), _layers(), _opts(**opts))
+    ckpt = str(tmp_path / "ckpt")
+    _, info_i = ll.train_network(*data(), _layers(), _opts(
+        **opts, checkpoint_path=ckpt, output_fn=lambda i: i.iteration == 10))
+    assert info_i.iterations == 10
+    resumed, info_r = ll.train_network(*data(), _layers(), _opts(**opts), resume_from=ckpt)
+    _same(straight, resumed)
+    assert np.array_equal(info_r.training_loss, info_s.training_loss)
+    assert np.array_equal(info_r.validation_loss, info_s.validation_loss, equal_nan=True)
+
+
+def test_validation_from_a_shuffling_dataloader_pairs_its_own_labels():
+    X, Y = _data()
+    net, info = ll.train_network(X, Y, _layers(), _opts(validation_data=(X[:48], Y[:48])))
+    loader = DataLoader(TensorDataset(X[:48], Y[:48]), batch_size=16, shuffle=True)
+    _, info_l = ll.train_network(X, Y, _layers(), _opts(validation_data=loader))
+    assert np.allclose(info.validation_loss, info_l.validation_loss, equal_nan=True, atol=1e-5)

@@ -137,6 +137,16 @@ class DataSource:
 
         yield from read_ahead(load, range(0, n, batch_size), self.prefetch, self.workers)
 
+    def labelled_batches(self, batch_size: int, targets: torch.Tensor,
+                         encode: Callable[[Any, int], torch.Tensor]
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`inference_batches` with their targets (for validation):
+        slices of ``targets`` (all the targets, encoded) in order."""
+        start = 0
+        for x in self.inference_batches(batch_size):
+            yield x, targets[start:start + x.shape[0]]
+            start += x.shape[0]
+
     def normalization_data(self) -> torch.Tensor:
         """Data for the input layer's ``compute_normalization``: the whole
         data when in memory; else a two-row stand-in ``mean -/+ std`` with
@@ -439,6 +449,14 @@ class LoaderSource(DataSource):
                 x, y = x[share], y[share]
             yield x.to(device, non_blocking=True), encode(y, x.shape[0]).to(device)
 
+    def labelled_batches(self, batch_size, targets, encode):
+        """The loader's own ``(x, y)`` batches, ``y`` encoded (in whatever
+        order its sampler gives)."""
+        for b, item in enumerate(self.loader):
+            x, y = _pair(item, b, f"{self.what} (DataLoader batch)")
+            x = self.checked(x, f"DataLoader batch {b + 1}")
+            yield x, encode(y, x.shape[0])
+
     def inference_batches(self, batch_size):
         """The loader's batches (its order: make it with ``shuffle=False``),
         ``x`` of each ``(x, y)`` pair or the batch itself."""
@@ -473,8 +491,9 @@ def _is_lazy_array(X: Any) -> bool:
     return hasattr(X, "shape") and hasattr(X, "__getitem__") and hasattr(X, "dtype")
 
 
-def as_data_source(data: Any, Y: Any = None) -> DataSource:
-    """The :class:`DataSource` for ``data`` (with targets ``Y`` for arrays).
+def as_data_source(data: Any, Y: Any = None, *, need_targets: bool = True) -> DataSource:
+    """The :class:`DataSource` for ``data`` (with targets ``Y`` for arrays;
+    ``need_targets=False``: inputs only, for prediction).
 
     Examples:
         >>> src = as_data_source(np.zeros((4, 2)), [0, 1, 0, 1])
@@ -488,7 +507,7 @@ def as_data_source(data: Any, Y: Any = None) -> DataSource:
         return LoaderSource(data)
     if isinstance(data, Dataset):
         return DatasetSource(data)
-    if Y is None:
+    if Y is None and need_targets:
         raise DataError(f"train_network: got {type(data).__name__} without targets Y; give "
                         f"X, Y arrays, a torch Dataset or DataLoader of (x, y) pairs or a "
                         f"layerlab datastore")

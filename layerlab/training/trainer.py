@@ -198,21 +198,16 @@ class _Validation:
                             f"classes") from None
         self.source = source.to(device)
         self.device = device
+        self.encode = net.output_layer.prepare_targets
         if isinstance(source, InMemorySource):
             self.T = self.T.to(device)
 
     def evaluate(self, net: Network) -> torch.Tensor:
         if isinstance(self.source, InMemorySource):
             return evaluate(net, self.source.X, self.T, self.batch)
-        start = [0]
-
-        def batches():
-            for xb in self.source.inference_batches(self.batch):
-                n = xb.shape[0]
-                yield (xb.to(self.device),
-                       self.T[start[0]:start[0] + n].to(self.device))
-                start[0] += n
-        return evaluate_batches(net, batches())
+        return evaluate_batches(net, ((x.to(self.device), t.to(self.device)) for x, t in
+                                      self.source.labelled_batches(self.batch, self.T,
+                                                                   self.encode)))
 
 
 class TrainingRun:
