@@ -10,7 +10,7 @@ background threads and augmented afresh every epoch (rotation +-10 degrees,
 translation +-2 pixels); the script prints the table and the accuracy on
 the held-out images.
 
-Run: python examples/train_from_folder.py [--folder PATH] [--max-epochs 10]
+Run: python examples/train_from_folder.py [--folder PATH] [--max-epochs 10] [--per-class N]
 """
 
 import argparse
@@ -23,13 +23,16 @@ import layerlab as ll
 from layerlab.demo import seed_layers
 
 
-def write_digits(root: str) -> None:
-    """The synthetic digits as PNGs: ``root/train/<label>/`` and ``root/test/<label>/``."""
+def write_digits(root: str, per_class: int | None = None) -> None:
+    """The synthetic digits as PNGs: ``root/train/<label>/`` and
+    ``root/test/<label>/`` (all 500 of each class, or the first ``per_class``)."""
     from PIL import Image
     for split, (X, Y, _) in (("train", ll.datasets.digits_train()),
                              ("test", ll.datasets.digits_test())):
         pixels = np.clip(np.round(X[:, 0] * 255), 0, 255).astype(np.uint8)
-        for i, (im, label) in enumerate(zip(pixels, Y)):
+        keep = np.concatenate([np.flatnonzero(Y == c)[:per_class] for c in np.unique(Y)])
+        for i in np.sort(keep):
+            im, label = pixels[i], Y[i]
             folder = os.path.join(root, split, str(label))
             os.makedirs(folder, exist_ok=True)
             Image.fromarray(im).save(os.path.join(folder, f"{i:05d}.png"))
@@ -39,12 +42,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--folder", help="a folder with one subfolder of images per class")
     p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--per-class", type=int, default=None,
+                   help="write only this many digits of each class (a quick try)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.folder:
             train, test = ll.ImageDatastore(args.folder).split_each_label(0.8, seed=0)
         else:
-            write_digits(tmp)
+            write_digits(tmp, args.per_class)
             train, test = ll.ImageDatastore(os.path.join(tmp, "train")), \
                 ll.ImageDatastore(os.path.join(tmp, "test"))
         print(f"{len(train)} training images, {len(test)} test images, "
