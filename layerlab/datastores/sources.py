@@ -43,7 +43,7 @@ from ..data import as_input_tensor
 from ..errors import DataError
 from .readahead import read_ahead
 
-__all__ = ["DataSource", "IndexedSource", "InMemorySource", "ArrayLikeSource",
+__all__ = ["DataSource", "InMemorySource", "ArrayLikeSource",
            "DatasetSource", "LoaderSource", "as_data_source", "is_data_source", "is_lazy_array",
            "batch_seed"]
 
@@ -171,9 +171,6 @@ def _span(idx: np.ndarray) -> str:
     if len(idx) == 0:
         return "none"
     return f"{int(idx.min())}..{int(idx.max())}" if len(idx) > 1 else str(int(idx[0]))
-
-
-IndexedSource = DataSource
 
 
 class InMemorySource(DataSource):
@@ -480,10 +477,6 @@ def is_data_source(data: Any) -> bool:
 def is_lazy_array(X: Any) -> bool:
     """Whether ``X`` is read per mini-batch rather than whole (a memmap, or
     an array-like that is neither a NumPy array, a tensor nor a list)."""
-    return _is_lazy_array(X)
-
-
-def _is_lazy_array(X: Any) -> bool:
     if isinstance(X, np.memmap):
         return True
     if isinstance(X, (np.ndarray, torch.Tensor, list, tuple)):
@@ -511,6 +504,6 @@ def as_data_source(data: Any, Y: Any = None, *, need_targets: bool = True) -> Da
         raise DataError(f"train_network: got {type(data).__name__} without targets Y; give "
                         f"X, Y arrays, a torch Dataset or DataLoader of (x, y) pairs or a "
                         f"layerlab datastore")
-    if _is_lazy_array(data):
+    if is_lazy_array(data):
         return ArrayLikeSource(data, Y)
     return InMemorySource(data, Y)

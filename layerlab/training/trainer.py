@@ -236,6 +236,8 @@ class TrainingRun:
         self.verbose = options.verbose and self.is_main
         self.output_layer = net.output_layer
         self.metric_scale = 100.0 if self.output_layer.metric_is_percentage else 1.0
+        self.targets: torch.Tensor | None = None       # all targets, encoded (set by create)
+        self.validation: _Validation | None = None
         self.listeners: list[Listener] = []
         self.table_columns: list[TableColumn] = []
         self.plot_extras: list = []   # functions run -> {name: curves} for the progress plot
