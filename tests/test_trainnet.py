@@ -242,3 +242,17 @@ def test_data_sources_binary_crossentropy_and_a_trained_network_as_layers():
     assert got["accuracy"] == pytest.approx(((P > 0.5) == (B > 0.5)).mean())
     want = -(B * np.log(P) + (1 - B) * np.log(1 - P)).mean()
     assert got["binary-crossentropy"] == pytest.approx(want, rel=1e-4)
+
+
+def test_validation_metrics_from_a_dataloader_source():
+    X, Y = _blobs()
+    Xv, Yv = _blobs(40, seed=1)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(Xv), torch.from_numpy(Yv)),
+        batch_size=16, shuffle=True)
+    net, info = trainnet(X, Y, _layers(), "crossentropy",
+                         _opts(metrics=["fscore"], validation_data=loader,
+                               validation_frequency=6))
+    got = tn.testnet(net, Xv, Yv, ["fscore", "crossentropy"])
+    assert info.history["validation_fscore"][-1] == pytest.approx(got["fscore"], rel=1e-6)
+    assert info.validation_loss[-1] == pytest.approx(got["crossentropy"], rel=1e-5)

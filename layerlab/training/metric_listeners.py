@@ -67,17 +67,16 @@ class _MetricValidation:
         self.last: dict[str, float] = {}
 
     def _batches(self):
+        """The validation mini-batches ``(X, T)`` on the device, as the
+        run's own validation reads them."""
         v = self.inner
         src = v.source
         if hasattr(src, "X"):                      # in memory, on the device
             for s in range(0, src.X.shape[0], v.batch):
                 yield src.X[s:s + v.batch], v.T[s:s + v.batch]
             return
-        start = 0
-        for xb in src.inference_batches(v.batch):
-            n = xb.shape[0]
-            yield xb.to(v.device), v.T[start:start + n].to(v.device)
-            start += n
+        for x, t in src.labelled_batches(v.batch, v.T, v.encode):
+            yield x.to(v.device), t.to(v.device)
 
     @torch.no_grad()
     def evaluate(self, net) -> torch.Tensor:
