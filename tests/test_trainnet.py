@@ -256,3 +256,23 @@ def test_validation_metrics_from_a_dataloader_source():
     got = tn.testnet(net, Xv, Yv, ["fscore", "crossentropy"])
     assert info.history["validation_fscore"][-1] == pytest.approx(got["fscore"], rel=1e-6)
     assert info.validation_loss[-1] == pytest.approx(got["crossentropy"], rel=1e-5)
+
+
+def test_checkpoint_resume_is_exact_and_the_result_saves(tmp_path):
+    X, Y = _blobs(64)
+
+    def opts(epochs, **kw):
+        return _opts(max_epochs=epochs, metrics=["fscore"], **kw)
+    full, fi = trainnet(X, Y, _layers(), "crossentropy", opts(4))
+    trainnet(X, Y, _layers(), "crossentropy", opts(2, checkpoint_path=str(tmp_path / "ck")))
+    res, ri = trainnet(X, Y, _layers(), "crossentropy",
+                       opts(4, checkpoint_path=str(tmp_path / "ck")), resume_from=tmp_path / "ck")
+    for a, b in zip(full.parameters(), res.parameters()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(fi.history["training_fscore"], ri.history["training_fscore"])
+    ll.save(res, tmp_path / "n.safetensors")
+    back = ll.load(tmp_path / "n.safetensors")
+    np.testing.assert_allclose(tn.minibatchpredict(back, X), tn.minibatchpredict(res, X))
+    with pytest.raises(OptionError, match="checkpoints .* need a loss given by name"):
+        trainnet(X, Y, _layers(), lambda Yp, T: Yp.sum(),
+                 opts(1, checkpoint_path=str(tmp_path / "ck2")))

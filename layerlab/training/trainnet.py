@@ -131,7 +131,8 @@ def _with_loss(layers: Any, loss: Any) -> tuple[LayerGraph, LossOutput]:
     name = _safe_name(spec.name)
     while name in names:
         name += "_"
-    out = cls(spec, out_size, name=name)
+    # a built-in loss by its name: the layer's arguments stay saveable (checkpoints)
+    out = cls(spec.name if spec.builtin else spec, out_size, name=name)
     graph = base.graph
     graph.add_layers([out])
     graph.connect(last.name, out.name)
@@ -207,6 +208,9 @@ def trainnet(*args: Any, stream: TextIO | None = None,
     if options is not None and options.seed is not None:
         torch.manual_seed(options.seed)   # the initial weights are drawn here, under the seed
     graph, out = _with_loss(layers, loss)
+    if options is not None and options.checkpoint_path is not None and not out.lossfn.builtin:
+        raise OptionError("trainnet: checkpoints (checkpoint_path) need a loss given by name; "
+                          f"the function {out.lossfn.name!r} cannot be saved in a checkpoint")
     run = TrainingRun.create(X, Y, graph, options, stream=stream, resume_from=resume_from)
     for listener in listeners:
         run.add_listener(listener)
