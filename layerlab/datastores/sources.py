@@ -441,8 +441,8 @@ class LoaderSource(DataSource):
                 break
             x, y = _pair(item, b, f"{self.what} (DataLoader batch)")
             x = self.checked(x, f"DataLoader batch {b + 1}")
-            if rows is not None:   # a distributed run: this process's share
-                share = rows(0)
+            if rows is not None:   # a distributed run: rows(size) is this process's share
+                share = rows(x.shape[0])
                 x, y = x[share], y[share]
             yield x.to(device, non_blocking=True), encode(y, x.shape[0]).to(device)
 

@@ -461,7 +461,10 @@ class TrainingRun:
             set_base_learn_rate(self.optimizer, lr)
         per_iteration = self.schedule.per_iteration
         B = opts.mini_batch_size
-        rows = None if ctx is None else (lambda b: ctx.shard(b * B, (b + 1) * B))
+        rows = None
+        if ctx is not None:   # this process's share of each global mini-batch
+            rows = ((lambda size: ctx.shard(0, size)) if self.source.own_batching
+                    else (lambda b: ctx.shard(b * B, (b + 1) * B)))
         # with DDP a rank that raised alone would leave the others waiting in a
         # collective; there the check happens at the table rows (all ranks) instead
         check_finite = ctx is None
