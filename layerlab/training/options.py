@@ -48,7 +48,8 @@ class TrainingOptions:
       "best-validation-loss".
     * ``plots="training-progress"``: a figure of loss and accuracy, saved to
       ``plots_path`` (default ``training_progress.png`` in
-      ``checkpoint_path`` or the current folder), inline in Jupyter.
+      ``checkpoint_path``, else a fresh file in the temporary folder, never
+      the current folder; the path is printed), inline in Jupyter.
     * ``output_fn``: a function (or list) called with an
       :class:`~layerlab.training.callbacks.IterationInfo` at the start,
       after each iteration and at the end; returning True stops training.
