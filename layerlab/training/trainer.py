@@ -116,16 +116,6 @@ def _where(device: torch.device, ctx) -> str:
     return "Training on single GPU." if device.type == "cuda" else "Training on CPU."
 
 
-def base_learn_rate(opts: TrainingOptions, epoch: int, per_epoch: int = 1,
-                    iteration: int | None = None) -> float:
-    """The schedule: the base learning rate at ``iteration`` (1-based,
-    default the first of ``epoch``); see :mod:`.schedules`."""
-    schedule = bind_schedule(opts.learn_rate_schedule, opts.max_epochs, per_epoch,
-                             opts.learn_rate_drop_factor, opts.learn_rate_drop_period)
-    it = (epoch - 1) * per_epoch + 1 if iteration is None else iteration
-    return float(opts.initial_learn_rate) * schedule.factor(epoch, it)
-
-
 class _NonFiniteLoss(Exception):
     def __init__(self, value: float):
         super().__init__(value)
@@ -214,7 +204,7 @@ class TrainingRun:
     """One training of ``net`` on ``source`` under ``options``.
 
     Holds the data source, the network, the optimizer, the schedule
-    (:func:`base_learn_rate`), the :class:`History`, the
+    (:attr:`schedule`, :mod:`.schedules`), the :class:`History`, the
     :class:`EarlyStopping` and the listeners (:mod:`.listeners`);
     :meth:`run` trains and returns ``(net, info)``; :meth:`state_dict` /
     :meth:`load_state_dict` are what checkpoints save and restore.
