@@ -209,3 +209,18 @@ def test_validation_from_a_shuffling_dataloader_pairs_its_own_labels():
     loader = DataLoader(TensorDataset(X[:48], Y[:48]), batch_size=16, shuffle=True)
     _, info_l = ll.train_network(X, Y, _layers(), _opts(validation_data=loader))
     assert np.allclose(info.validation_loss, info_l.validation_loss, equal_nan=True, atol=1e-5)
+
+
+def test_read_ahead_runs_the_next_reads_while_one_is_consumed():
+    import threading
+    started = [threading.Event() for _ in range(4)]
+
+    def read(i):
+        started[i].set()
+        if i == 0:   # the first read finishes only once the second has started
+            assert started[1].wait(timeout=30), "no read ahead"
+        return i
+
+    it = read_ahead(read, range(4), depth=2, workers=2)
+    assert next(it) == 0 and started[1].is_set()
+    assert list(it) == [1, 2, 3]
