@@ -276,3 +276,19 @@ def test_checkpoint_resume_is_exact_and_the_result_saves(tmp_path):
     with pytest.raises(OptionError, match="checkpoints .* need a loss given by name"):
         trainnet(X, Y, _layers(), lambda Yp, T: Yp.sum(),
                  opts(1, checkpoint_path=str(tmp_path / "ck2")))
+
+
+def test_train_network_takes_metrics_and_the_plot_draws_their_curves(tmp_path):
+    X, Y = _blobs()
+    Xv, Yv = _blobs(40, seed=1)
+    png = tmp_path / "progress.png"
+    net, info = ll.train_network(X, Y, _layers() + [ll.Classification()],
+                                 _opts(metrics=["precision", "recall"], plots="training-progress",
+                                       plots_path=str(png), validation_data=(Xv, Yv)))
+    assert png.exists() and info.plot_path == str(png)
+    assert np.isfinite(info.history["training_recall"]).all()
+    fig = ll.plot_training(info)
+    axes = fig.get_axes()
+    assert len(axes) == 3 and axes[1].get_ylabel() == "Metrics"
+    labels = [l.get_label() for l in axes[1].get_lines() if not l.get_label().startswith("_")]
+    assert labels == ["precision", "precision (validation)", "recall", "recall (validation)"]
