@@ -43,6 +43,14 @@ from .errors import (DataError, LayerError, LayerlabError, NetworkError, OptionE
                      PersistenceError, TrainingError)
 # data sets (generated, never downloaded)
 from . import datasets
+# data sources: folders of images, augmentation (arrays, memmaps, Datasets and
+# DataLoaders need no wrapper)
+from .datastores import AugmentedImageDatastore, ImageDataAugmenter, ImageDatastore
+# trainnet (MATLAB's current workflow): losses, metrics, schedules, logs
+from .training.trainnet import trainnet
+from .training.evaluation import minibatchpredict, scores2label, testnet
+from .training.runlog import write_info
+from .training import schedules
 
 __all__ = [
     # the layer contract
@@ -72,6 +80,10 @@ __all__ = [
     # errors
     "LayerlabError", "LayerError", "NetworkError", "OptionError", "DataError",
     "TrainingError", "PersistenceError",
+    # data sources
+    "ImageDatastore", "AugmentedImageDatastore", "ImageDataAugmenter",
+    # trainnet, metrics and logs
+    "trainnet", "minibatchpredict", "scores2label", "testnet", "write_info", "schedules",
     # data sets and studies
     "datasets", "experiments",
 ]

@@ -157,6 +157,18 @@ def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
     return out
 
 
+def _full_precision(layer, X: tuple[torch.Tensor, ...], params: list[torch.Tensor]):
+    """Mixed precision (autocast): a layer with a hand-written backward runs
+    in full precision, as ``torch.amp.custom_fwd(cast_inputs=torch.float32)``
+    runs a custom autograd Function: its inputs are cast to its learnables'
+    dtype (float32 without learnables) and autocast is off inside it, so its
+    forward and backward see the dtypes they see without mixed precision."""
+    dtype = params[0].dtype if params else torch.float32
+    X = tuple(x.to(dtype) if x.is_floating_point() else x for x in X)
+    with torch.autocast(X[0].device.type, enabled=False):
+        return _HandWrittenBackward.apply(layer, len(X), *X, *params)
+
+
 def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
     """Run ``layer`` on inputs ``X``: ``predict`` at inference, ``forward``
     in training, through the hand-written ``backward`` when the layer has
@@ -172,6 +184,8 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
     params = list(layer.learnables().values())
     if layer.has_backward and torch.is_grad_enabled() and (
             any(p.requires_grad for p in params) or any(x.requires_grad for x in X)):
+        if X and torch.is_autocast_enabled(X[0].device.type):
+            return _full_precision(layer, X, params)
         return _HandWrittenBackward.apply(layer, len(X), *X, *params)
     Z, _ = _unpack_forward(layer, layer.forward(*X))
     _as_outputs(layer, Z, "forward")

@@ -20,12 +20,18 @@ def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X",
     float32 (float64 kept)."""
     if isinstance(X, torch.Tensor):
         t = X.detach()
+        if t.is_complex():
+            raise DataError(f"{what}: expected real numbers, got a complex tensor ({t.dtype}); "
+                            f"pass X.real or X.abs() explicitly")
     else:
         try:
             arr = np.asarray(X)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{what}: expected a NumPy array or tensor, "
                             f"got {type(X).__name__}") from exc
+        if np.iscomplexobj(arr):
+            raise DataError(f"{what}: expected real numbers, got complex values ({arr.dtype}); "
+                            f"pass X.real or np.abs(X) explicitly")
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise DataError(f"{what}: expected numbers, got an array of {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
@@ -68,10 +74,7 @@ def encode_labels(Y: Any, n: int, classes: list | None = None, what: str = "Y"
     if arr.dtype.kind not in "iuUSbO":
         raise DataError(f"{what}: expected integer or string labels, got {arr.dtype}")
     if classes is None:
-        classes_arr = np.unique(arr)
-        classes = classes_arr.tolist()
-    else:
-        classes_arr = np.asarray(classes)
+        classes = np.unique(arr).tolist()
     lookup = {c: i for i, c in enumerate(classes)}
     try:
         idx = np.fromiter((lookup[v] for v in arr.tolist()), dtype=np.int64, count=n)

@@ -109,6 +109,22 @@ def test_returned_angle_is_the_rotation_in_the_image(monkeypatch):
     assert wrong == 0 and right >= 0.9 * len(big), (right, wrong, len(big))
 
 
+def test_angle_turns_the_principal_axis_of_a_one():
+    """A second, independent check of the angle: the principal axis of a '1'
+    (a near-vertical stroke) turns with the returned angle (merged from the
+    former tests/test_core_datasets.py)."""
+    X, Y, angles = make_digits(60, seed=5)
+    ones = np.where(Y == 1)[0]
+    measured = []
+    for i in ones:
+        ys, xs = np.nonzero(X[i, 0] > 0.3)
+        cov = np.cov(np.stack([xs - xs.mean(), -(ys - ys.mean())]))
+        vx, vy = np.linalg.eigh(cov)[1][:, -1]
+        measured.append(np.degrees(np.arctan2(-vx, vy)) if vy >= 0
+                        else np.degrees(np.arctan2(vx, -vy)))
+    assert np.corrcoef(measured, angles[ones])[0, 1] > 0.8
+
+
 def test_fonts_are_matplotlibs_own():
     import matplotlib
 

@@ -3,11 +3,13 @@ per-channel broadcasting). Users may import them too."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
 
 from ..errors import LayerError
+from ..validation import check_number
 
 
 def per_channel(p: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -25,9 +27,11 @@ def sum_per_channel(G: torch.Tensor) -> torch.Tensor:
 
 
 def positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer >= 1 (Python or NumPy; not a float, not a bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise LayerError(f"{what}: expected a positive integer, got {value!r}")
-    return int(value)
+    return check_number(value, what, lo=1, integer=True, error=LayerError,
+                        expected="a positive integer")
 
 
 def int_pair(value: Any, what: str, minimum: int = 1) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..autograd_bridge import layer_label
 from ..errors import LayerError
+from ..validation import check_number
 from ..layer import Layer, Learnable
 from ._util import per_channel, positive_int, sum_per_channel
 
@@ -81,8 +82,7 @@ class ELU(Layer):
             value = torch.rand(c)
             self.description = f"Exponential linear unit with {c} channels"
         else:
-            if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-                raise LayerError(f"ELU alpha: expected a number, got {alpha!r}")
+            alpha = check_number(alpha, "ELU alpha", error=LayerError, expected="a number")
             value = torch.tensor([float(alpha)])
             self.description = f"Exponential linear unit with alpha: {alpha}"
         if learnable is None:
@@ -168,9 +168,8 @@ class LeakyReLU(Layer):
     def __init__(self, scale: float = 0.01, learnable: bool = False,
                  num_channels: int | None = None, name: str | None = None):
         super().__init__(name=name, type="Leaky ReLU")
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-            raise LayerError(f"{type(self).__name__} scale: expected a number, got {scale!r}")
-        self.initial_scale = float(scale)
+        self.initial_scale = float(check_number(scale, f"{type(self).__name__} scale",
+                                                error=LayerError, expected="a number"))
         self.learnable = bool(learnable)
         self.description = (f"Leaky ReLU with {'learnable' if learnable else 'fixed'} "
                             f"scale {scale}")

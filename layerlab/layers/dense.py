@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..autograd_bridge import layer_label
 from ..errors import LayerError
+from ..validation import check_number
 from ..layer import Layer, Learnable
 from . import initializers
 from ._util import positive_int
@@ -89,11 +90,9 @@ class FullyConnected(DenseLayer):
                  drop_connect: float = 0.0, name: str | None = None):
         super().__init__(name=name, type="Fully Connected")
         self.output_size = positive_int(output_size, "FullyConnected output_size")
-        if isinstance(drop_connect, bool) or not isinstance(drop_connect, (int, float)) \
-                or not 0 <= drop_connect < 1:
-            raise LayerError(f"FullyConnected drop_connect: expected a probability in [0, 1), "
-                             f"got {drop_connect!r}")
-        self.drop_connect = float(drop_connect)
+        self.drop_connect = float(check_number(
+            drop_connect, "FullyConnected drop_connect", 0, 1, hi_open=True, error=LayerError,
+            expected="a probability in [0, 1)"))
         if self.drop_connect > 0:
             # this instance's training output is random and differs from predict
             self.differs_in_training = True

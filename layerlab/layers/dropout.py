@@ -13,15 +13,15 @@ import torch
 
 from ..autograd_bridge import layer_label
 from ..errors import LayerError
+from ..validation import check_number
 from ..layer import Layer
 
 __all__ = ["Dropout", "SpatialDropout"]
 
 
 def _probability(p, what: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise LayerError(f"{what}: expected a probability in [0, 1), got {p!r}")
-    return float(p)
+    return float(check_number(p, what, 0, 1, hi_open=True, error=LayerError,
+                              expected="a probability in [0, 1)"))
 
 
 def _keep_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import LayerError
+from ..validation import check_number
 
 __all__ = ["Gaussian", "initialize", "NAMES"]
 
@@ -30,9 +31,9 @@ class Gaussian:
     """``N(mean, std^2)`` initial values."""
 
     def __init__(self, std: float, mean: float = 0.0):
-        if not (isinstance(std, (int, float)) and std >= 0 and math.isfinite(std)):
-            raise LayerError(f"Gaussian initializer: std must be a finite number >= 0, got {std!r}")
-        self.std, self.mean = float(std), float(mean)
+        self.std = float(check_number(std, "Gaussian initializer: std", 0, error=LayerError,
+                                      expected="a finite number >= 0"))
+        self.mean = float(check_number(mean, "Gaussian initializer: mean", error=LayerError))
 
     def __call__(self, shape):
         return torch.randn(shape) * self.std + self.mean

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ..autograd_bridge import layer_label
 from ..errors import LayerError
+from ..validation import check_number
 from ..layer import Layer, Learnable, State
 from . import initializers
 from ._util import per_channel, positive_int
@@ -18,9 +19,8 @@ BACKWARDS = ("native", "formula")
 
 
 def _epsilon(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise LayerError(f"{what} epsilon: expected a number > 0, got {value!r}")
-    return float(value)
+    return float(check_number(value, f"{what} epsilon", 0, lo_open=True, error=LayerError,
+                              expected="a number > 0"))
 
 
 class _AffinePerChannel(Layer):
@@ -132,11 +132,8 @@ class BatchNormalization(_AffinePerChannel):
                  scale_initializer="ones"):
         super().__init__(name=name, type="Batch Normalization")
         self.epsilon = _epsilon(epsilon, "BatchNormalization")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-                or not 0 <= momentum <= 1:
-            raise LayerError(f"BatchNormalization momentum: expected a number in [0, 1], "
-                             f"got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = float(check_number(momentum, "BatchNormalization momentum", 0, 1,
+                                           error=LayerError, expected="a number in [0, 1]"))
         if backward not in BACKWARDS:
             raise LayerError(f"BatchNormalization backward: expected one of {BACKWARDS}, "
                              f"got {backward!r}")

@@ -5,8 +5,12 @@ A checkpoint is a layerlab network file (so :func:`layerlab.load` opens
 it) with extra tensors: the optimizer's state (``opt.*``), the random-number
 generators' states (``rng.*``: PyTorch's global CPU and CUDA generators, the
 shuffling generator), the order of the training data (``data.order``), the
-history so far (``hist.*``) and early stopping's best weights (``best.*``);
-and extra metadata: epoch, iteration, elapsed time, early-stopping counters.
+history so far (``hist.*``, one per :class:`History` series), early
+stopping's best weights (``best.*``) and listeners' tensors
+(``listener.<name>.*``); and extra metadata: epoch, iteration, elapsed time,
+the data seed (augmentation), early-stopping counters, listeners' values.
+It is the flat form of ``TrainingRun.state_dict()``; :func:`checkpoint_state`
+turns it back.
 It is written to a temporary file and renamed over the previous one, so a
 crash while writing leaves the previous checkpoint intact.
 """
@@ -27,7 +31,7 @@ from ..persistence.network_file import architecture, load_state, read_file, writ
 from ..persistence.validate import check_fields, check_tensors
 
 __all__ = ["FILE_NAME", "save_checkpoint", "read_checkpoint", "checkpoint_file",
-           "restore_optimizer"]
+           "checkpoint_state", "restore_optimizer"]
 
 FILE_NAME = "checkpoint.safetensors"
 
@@ -38,10 +42,9 @@ def checkpoint_file(path: str | os.PathLike) -> str:
     return os.path.join(path, FILE_NAME) if os.path.isdir(path) else path
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer | None):
-    if optimizer is None:
+def _optimizer_tensors(sd: dict[str, Any] | None):
+    if sd is None:
         return {}, None
-    sd = optimizer.state_dict()
     tensors, plain = {}, {}
     for idx, st in sd["state"].items():
         for key, v in st.items():
@@ -52,6 +55,23 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer | None):
     groups = [{k: encode(v, f"optimizer option {k}") for k, v in g.items()}
               for g in sd["param_groups"]]
     return tensors, {"param_groups": groups, "plain": plain}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], info: dict[str, Any] | None,
+                     file: str = "the checkpoint"):
+    if info is None:
+        return None
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    for k, v in info["plain"].items():
+        idx, key = k.split(".", 1)
+        state.setdefault(int(idx), {})[key] = decode(v, f"{file!r}: optimizer state {key!r}")
+    return {"state": state,
+            "param_groups": [{k: decode(v, f"{file!r}: optimizer option {k!r}")
+                              for k, v in g.items()} for g in info["param_groups"]]}
 
 
 def _same_kind(saved: Any, own: Any) -> bool:
@@ -67,19 +87,18 @@ def _same_kind(saved: Any, own: Any) -> bool:
     return False
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer | None, tensors: dict[str, torch.Tensor],
-                      meta: dict[str, Any]) -> None:
-    """Give ``optimizer`` the checkpoint's state (momentum, Adam's moments)
-    after checking that it was written for the same solver, parameter groups
-    and parameter sizes; :class:`PersistenceError` naming what differs."""
-    info = meta["checkpoint"].get("optimizer")
-    if optimizer is None or info is None:
+def restore_optimizer(optimizer: torch.optim.Optimizer | None, state: dict[str, Any] | None,
+                      file: Any = "the checkpoint") -> None:
+    """Give ``optimizer`` a saved state (from :func:`checkpoint_state`: momentum,
+    Adam's moments) after checking that it was written for the same solver,
+    parameter groups and parameter sizes; :class:`PersistenceError` naming
+    what differs."""
+    if optimizer is None or state is None:
         return
-    file = meta.get("_file", "the checkpoint")
+    file = os.fspath(file) if isinstance(file, os.PathLike) else file
     own = optimizer.state_dict()["param_groups"]
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    groups = [{k: decode(v, f"{file!r}: optimizer option {k!r}") for k, v in g.items()}
-              for g in info["param_groups"]]
+    groups = state["param_groups"]
     if [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in own]:
         raise PersistenceError(
             f"{file!r} was written for another network or other learn-rate/L2 factors: its "
@@ -97,60 +116,95 @@ def restore_optimizer(optimizer: torch.optim.Optimizer | None, tensors: dict[str
             elif not _same_kind(v, o[k]):
                 raise PersistenceError(f"{file!r}: optimizer option {k!r} is {v!r:.40} in "
                                        f"the checkpoint; this run's solver has {o[k]!r:.40}")
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, key = k.split(".", 2)
-            if int(idx) >= len(params):
-                raise PersistenceError(f"{file!r}: optimizer state for parameter {idx}; this "
-                                       f"network has {len(params)} trained parameters")
-            p = params[int(idx)]
-            if tuple(v.shape) not in (tuple(p.shape), ()) or not v.is_floating_point():
+    for idx, entries in state["state"].items():
+        if idx >= len(params):
+            raise PersistenceError(f"{file!r}: optimizer state for parameter {idx}; this "
+                                   f"network has {len(params)} trained parameters")
+        p = params[idx]
+        for key, v in entries.items():
+            if isinstance(v, torch.Tensor) and (
+                    tuple(v.shape) not in (tuple(p.shape), ()) or not v.is_floating_point()):
                 raise PersistenceError(f"{file!r}: optimizer state {key!r} of parameter "
                                        f"{idx} has size {tuple(v.shape)} ({v.dtype}), the "
                                        f"parameter {tuple(p.shape)}: another network")
-            state.setdefault(int(idx), {})[key] = v
-    for k, v in info["plain"].items():
-        idx, key = k.split(".", 1)
-        if int(idx) >= len(params):
-            raise PersistenceError(f"{file!r}: optimizer state for parameter {idx}; this "
-                                   f"network has {len(params)} trained parameters")
-        state.setdefault(int(idx), {})[key] = decode(v, f"{file!r}: optimizer state {key!r}")
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        optimizer.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - torch's message, with the file named
         raise PersistenceError(f"{file!r}: the checkpoint's optimizer state does not fit "
                                f"this network and solver: {exc}") from exc
 
 
-def save_checkpoint(path: str | os.PathLike, net: Network,
-                    optimizer: torch.optim.Optimizer | None, *, epoch: int, iteration: int,
-                    time_elapsed: float, shuffle_generator: torch.Generator,
-                    order: torch.Tensor, history: dict[str, torch.Tensor],
-                    early: dict[str, Any], best_state: dict[str, torch.Tensor] | None,
-                    solver: str) -> str:
-    """Write a checkpoint; returns the file written."""
+def save_checkpoint(path: str | os.PathLike, net: Network, state: dict[str, Any]) -> str:
+    """Write a training run's state (``TrainingRun.state_dict()``) beside the
+    network ``net``; returns the file written."""
     path = os.fspath(path)
     file = path if path.endswith(".safetensors") else os.path.join(path, FILE_NAME)
     tensors = {"net." + k: v for k, v in net.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    opt_tensors, opt_meta = _optimizer_tensors(state["optimizer"])
     tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    tensors["rng.shuffle"] = shuffle_generator.get_state()
-    tensors["data.order"] = order
-    for k, v in history.items():
-        tensors["hist." + k] = v[:iteration]
-    if best_state is not None:
-        tensors.update({"best." + k: v for k, v in best_state.items()})
+    rng = state["rng"]
+    tensors["rng.torch"] = rng["torch"]
+    for i, s in enumerate(rng.get("cuda", [])):
+        tensors[f"rng.cuda.{i}"] = s
+    tensors["rng.shuffle"] = rng["shuffle"]
+    tensors["data.order"] = state["order"]
+    for k, v in state["history"].items():
+        tensors["hist." + k] = v
+    early = dict(state["early_stopping"])
+    best = early.pop("best_state", None)
+    if best is not None:
+        tensors.update({"best." + k: v for k, v in best.items()})
+    listeners: dict[str, Any] = {}
+    for name, lstate in state.get("listeners", {}).items():
+        plain = {}
+        for k, v in lstate.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"listener.{name}.{k}"] = v
+            else:
+                plain[k] = encode(v, f"listener {name} state {k}")
+        listeners[name] = plain
     meta = architecture(net)
-    meta["checkpoint"] = {"epoch": epoch, "iteration": iteration, "time_elapsed": time_elapsed,
-                          "solver": solver, "optimizer": opt_meta,
-                          "early": {k: encode(v, k) for k, v in early.items()}}
+    meta["checkpoint"] = {"epoch": state["epoch"], "iteration": state["iteration"],
+                          "time_elapsed": state["time_elapsed"], "solver": state["solver"],
+                          "data_seed": state.get("data_seed"), "optimizer": opt_meta,
+                          "early": {k: encode(v, k) for k, v in early.items()},
+                          "listeners": listeners}
     write_file(file, tensors, meta)
     return file
+
+
+def checkpoint_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The training run's state (as ``TrainingRun.state_dict()`` gave it)
+    from a checkpoint's tensors and metadata; the network's own tensors
+    are under ``"network"``."""
+    info = meta["checkpoint"]
+    early = dict(info["early"])          # decoded by read_checkpoint
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    early["best_state"] = best or None
+    listeners: dict[str, dict[str, Any]] = {}
+    for name, plain in info.get("listeners", {}).items():
+        listeners[name] = {k: decode(v, f"listener {name} state {k}")
+                          for k, v in plain.items()}
+    for k, v in tensors.items():
+        if k.startswith("listener."):
+            _, name, key = k.split(".", 2)
+            listeners.setdefault(name, {})[key] = v
+    return {
+        "epoch": info["epoch"], "iteration": info["iteration"],
+        "time_elapsed": info["time_elapsed"], "solver": info.get("solver"),
+        "data_seed": info.get("data_seed"),
+        "network": {k[4:]: v for k, v in tensors.items() if k.startswith("net.")},
+        "optimizer": _optimizer_state(tensors, info.get("optimizer"),
+                                      meta.get("_file", "the checkpoint")),
+        "rng": {"torch": tensors["rng.torch"], "shuffle": tensors["rng.shuffle"],
+                "cuda": [tensors[k] for k in sorted((t for t in tensors
+                                                     if t.startswith("rng.cuda.")),
+                                                    key=lambda t: int(t.rsplit(".", 1)[1]))]},
+        "order": tensors["data.order"],
+        "history": {k[5:]: v for k, v in tensors.items() if k.startswith("hist.")},
+        "early_stopping": early,
+        "listeners": listeners,
+    }
 
 
 def read_checkpoint(path: str | os.PathLike, *, observations: int | None = None,
@@ -170,7 +224,8 @@ def read_checkpoint(path: str | os.PathLike, *, observations: int | None = None,
         raise PersistenceError(f"{file!r} is a saved network, not a training checkpoint")
     state = meta["checkpoint"]
     check_fields(state, {"epoch": int, "iteration": int, "time_elapsed": (int, float),
-                         "solver": str, "optimizer": (dict, type(None)), "early": dict},
+                         "solver": str, "optimizer": (dict, type(None)), "early": dict,
+                         "data_seed": (int, type(None)), "listeners": dict},
                  ("epoch", "iteration", "time_elapsed", "solver", "early"), "checkpoint", file)
     for k in ("epoch", "iteration", "time_elapsed"):
         if not (math.isfinite(state[k]) and state[k] >= 0):
@@ -182,6 +237,10 @@ def read_checkpoint(path: str | os.PathLike, *, observations: int | None = None,
     if not isinstance(early["best_loss"], float) and not isinstance(early["best_loss"], int):
         raise PersistenceError(f"{file!r}: early stopping best_loss {early['best_loss']!r:.40}")
     state["early"] = early
+    for name, plain in state.get("listeners", {}).items():
+        if not (isinstance(name, str) and _NAME.match(name) and isinstance(plain, dict)
+                and all(isinstance(k, str) for k in plain)):
+            raise PersistenceError(f"{file!r}: unexpected listener state {name!r:.40}")
     if state.get("optimizer") is not None:
         _check_optimizer_fields(state["optimizer"], file)
     meta["_file"] = file
@@ -200,7 +259,7 @@ def read_checkpoint(path: str | os.PathLike, *, observations: int | None = None,
     return tensors, meta
 
 
-_HISTORY = ("loss", "metric", "val_loss", "val_metric", "lr", "epoch")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _OPT_KEY = re.compile(r"^\d{1,6}\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -226,12 +285,13 @@ def _check_checkpoint_tensors(tensors: dict[str, torch.Tensor], iteration: int,
     """Every tensor of a checkpoint: known names, sizes and dtypes."""
     for k, t in tensors.items():
         known = (k.startswith(("net.", "best.")) or k in ("rng.torch", "rng.shuffle",
-                 "data.order") or k[5:] in _HISTORY and k.startswith("hist.")
+                 "data.order") or (k.startswith("hist.") and _NAME.match(k[5:]))
+                 or re.match(r"^listener\.[A-Za-z_][A-Za-z0-9_]{0,63}\.[A-Za-z0-9_.]{1,64}$", k)
                  or re.match(r"^rng\.cuda\.\d{1,3}$", k) or
                  (k.startswith("opt.") and _OPT_KEY.match(k[4:])))
         if not known:
             raise PersistenceError(f"{file!r}: unexpected tensor {k!r:.60} in the checkpoint")
-    for k in ["rng.torch", "rng.shuffle", "data.order"] + ["hist." + h for h in _HISTORY]:
+    for k in ["rng.torch", "rng.shuffle", "data.order", "hist.loss"]:
         if k not in tensors:
             raise PersistenceError(f"{file!r}: the checkpoint has no {k!r} tensor")
     if not _uint8_like(tensors["rng.torch"], torch.get_rng_state()):
@@ -243,9 +303,9 @@ def _check_checkpoint_tensors(tensors: dict[str, torch.Tensor], iteration: int,
             order.sort().values, torch.arange(order.shape[0])):
         raise PersistenceError(f"{file!r}: 'data.order' is not an order of the observations "
                                f"(a permutation of 0..N-1)")
-    for h in _HISTORY:
+    for h in (k[5:] for k in tensors if k.startswith("hist.")):
         t = tensors["hist." + h]
-        kind_ok = (not t.is_floating_point()) if h == "epoch" else t.is_floating_point()
+        kind_ok = t.dtype != torch.bool and not t.is_complex()
         if t.dim() != 1 or t.shape[0] != iteration or not kind_ok or t.is_complex():
             raise PersistenceError(f"{file!r}: history 'hist.{h}' has size {tuple(t.shape)} "
                                    f"({t.dtype}), expected ({iteration},) for the checkpoint's "
@@ -256,25 +316,24 @@ def _check_checkpoint_tensors(tensors: dict[str, torch.Tensor], iteration: int,
         check_tensors(net, best, file)
 
 
-def restore_network(net: Network, tensors: dict[str, torch.Tensor], path: Any) -> None:
-    """Copy the checkpoint's network tensors into ``net`` (checked first:
-    :class:`PersistenceError` naming what differs for another network)."""
+def restore_network(net: Network, state: dict[str, torch.Tensor], path: Any) -> None:
+    """Copy a checkpoint's network tensors (``checkpoint_state(...)["network"]``)
+    into ``net``, checked first: :class:`PersistenceError` naming what differs
+    for another network."""
     file = checkpoint_file(path)
     try:
-        load_state(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, file)
+        load_state(net, state, file)
     except PersistenceError as exc:
         raise PersistenceError(f"the checkpoint was written for another network: {exc}") \
             from None
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], shuffle_generator: torch.Generator) -> None:
+def restore_rng(rng: dict[str, Any], shuffle_generator: torch.Generator) -> None:
     try:
-        torch.set_rng_state(tensors["rng.torch"])
-        if torch.cuda.is_available():
-            states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-            if states:
-                torch.cuda.set_rng_state_all(states)
-        shuffle_generator.set_state(tensors["rng.shuffle"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        shuffle_generator.set_state(rng["shuffle"])
     except (RuntimeError, ValueError, TypeError) as exc:
         raise PersistenceError(f"the checkpoint's random-number generator states are not "
                                f"valid here: {exc}") from exc

@@ -15,9 +15,12 @@ import dataclasses
 import difflib
 import math
 import os
+import tempfile
 from typing import Any
 
 from ..errors import OptionError
+from ..validation import check_number, is_real
+from .schedules import check_schedule_spec
 
 __all__ = ["TrainingOptions", "training_options", "SOLVERS"]
 
@@ -37,14 +40,16 @@ class TrainingOptions:
       "l2norm" (each learnable's gradient on its own), "global-l2norm" (all
       together) or "absolute-value" (element-wise); see
       :mod:`layerlab.training.clipping`.
-    * ``validation_data=(X, Y)``, checked every ``validation_frequency``
+    * ``validation_data=(X, Y)`` (or any data source: a Dataset,
+      DataLoader or datastore), checked every ``validation_frequency``
       iterations (and at iterations 1 and last); ``validation_patience``
       validations without a new lowest loss stop training (inf: never).
       ``output_network``: "last-iteration" (MATLAB's behaviour) or
       "best-validation-loss".
     * ``plots="training-progress"``: a figure of loss and accuracy, saved to
       ``plots_path`` (default ``training_progress.png`` in
-      ``checkpoint_path`` or the current folder), inline in Jupyter.
+      ``checkpoint_path``, else a fresh file in the temporary folder, never
+      the current folder; the path is printed), inline in Jupyter.
     * ``output_fn``: a function (or list) called with an
       :class:`~layerlab.training.callbacks.IterationInfo` at the start,
       after each iteration and at the end; returning True stops training.
@@ -54,6 +59,20 @@ class TrainingOptions:
       ``train_network(..., resume_from=...)``.
     * ``progress``: the in-epoch progress line; "auto" shows it only when
       the verbose stream is a terminal.
+    * ``learn_rate_schedule``: "none", "piecewise" (with
+      ``learn_rate_drop_factor`` and ``learn_rate_drop_period``), "warmup",
+      "polynomial", "exponential", "cosine", a schedule object, a list of
+      them (run one after another) or a function ``(epoch, iteration) ->
+      factor``; defined in :mod:`layerlab.training.schedules`.
+    * ``metrics``: names ("accuracy", "fscore", "precision", "recall",
+      "auc", "rmse", "mae"), functions ``metric(Y, T)`` or update-compute
+      objects (:mod:`layerlab.training.metrics`), shown in the table and the
+      plot and recorded per iteration; ``objective_metric_name`` ("loss" or
+      one of the metrics' names) is what ``validation_patience`` and
+      ``output_network="best-validation-..."`` watch.
+    * ``log_dir``: a folder for TensorBoard event files and ``history.csv``.
+    * ``precision``: "32" (default), "bf16-mixed" (autocast to bfloat16,
+      CPU or GPU) or "16-mixed" (float16 with a gradient scaler, GPU only).
     """
 
     solver: str = "sgdm"
@@ -85,6 +104,11 @@ class TrainingOptions:
     output_fn: Any = None
     checkpoint_path: str | None = None
     progress: str = "auto"
+    # trainnet, metrics and logs (see layerlab/training/trainnet.py)
+    metrics: Any = None
+    objective_metric_name: str = "loss"
+    log_dir: str | None = None
+    precision: str = "32"
 
     def __post_init__(self) -> None:
         if self.initial_learn_rate is None:
@@ -95,23 +119,10 @@ class TrainingOptions:
 
 
 def _number(opts, name, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
-    v = getattr(opts, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok and integer:
-        ok = float(v).is_integer()
-    if ok and lo is not None:
-        ok = v > lo if lo_open else v >= lo
-    if ok and hi is not None:
-        ok = v < hi if hi_open else v <= hi
-    if not ok:
-        rng = ""
-        if lo is not None or hi is not None:
-            rng = (f" in {'(' if lo_open else '['}{lo if lo is not None else '-inf'}, "
-                   f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}")
-        kind = "an integer" if integer else "a finite number"
-        raise OptionError(f"training option '{name}': expected {kind}{rng}, got {v!r}")
-    if integer:
-        setattr(opts, name, int(v))
+    """Check a numeric option (NumPy scalars accepted) and store it as a
+    Python int or float."""
+    setattr(opts, name, check_number(getattr(opts, name), f"training option '{name}'", lo, hi,
+                                     lo_open, hi_open, integer))
 
 
 def _choice(opts, name, choices):
@@ -133,7 +144,7 @@ def validate(opts: TrainingOptions) -> None:
     _number(opts, "max_epochs", 1, integer=True)
     _number(opts, "mini_batch_size", 1, integer=True)
     _choice(opts, "shuffle", ("once", "never", "every-epoch"))
-    _choice(opts, "learn_rate_schedule", ("none", "piecewise"))
+    check_schedule_spec(opts.learn_rate_schedule)
     _number(opts, "learn_rate_drop_factor", 0, 1)
     _number(opts, "learn_rate_drop_period", 1, integer=True)
     if not isinstance(opts.verbose, bool):
@@ -151,24 +162,25 @@ def validate(opts: TrainingOptions) -> None:
 
 def _validate_extras(opts: TrainingOptions) -> None:
     """Gradient clipping, validation, plots, callbacks and checkpoints."""
-    v = opts.gradient_threshold
-    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            and not math.isnan(v)):
-        raise OptionError(f"training option 'gradient_threshold': expected a number > 0 "
-                          f"(math.inf: no clipping), got {v!r}")
+    opts.gradient_threshold = check_number(
+        opts.gradient_threshold, "training option 'gradient_threshold' (math.inf: no clipping)",
+        0, lo_open=True, allow_inf=True)
     _choice(opts, "gradient_threshold_method", ("l2norm", "global-l2norm", "absolute-value"))
     if opts.validation_data is not None:
+        from ..datastores.sources import is_data_source
         vd = opts.validation_data
-        if not (isinstance(vd, (tuple, list)) and len(vd) == 2):
-            raise OptionError("training option 'validation_data': expected a pair (X, Y), "
+        if not (isinstance(vd, (tuple, list)) and len(vd) == 2) and not is_data_source(vd):
+            raise OptionError("training option 'validation_data': expected a pair (X, Y), a "
+                              "torch Dataset or DataLoader or a layerlab datastore, "
                               f"got {type(vd).__name__}")
     _number(opts, "validation_frequency", 1, integer=True)
-    p = opts.validation_patience
-    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 1
-            and (p == math.inf or float(p).is_integer())):
-        raise OptionError(f"training option 'validation_patience': expected an integer >= 1 "
-                          f"or math.inf, got {p!r}")
-    _choice(opts, "output_network", ("last-iteration", "best-validation-loss"))
+    opts.validation_patience = check_number(
+        opts.validation_patience, "training option 'validation_patience' (math.inf: never)",
+        1, integer=True, allow_inf=True)
+    if opts.output_network == "best-validation":   # MATLAB R2024a's name: by the objective
+        opts.output_network = "best-validation-loss"
+    _choice(opts, "output_network", ("last-iteration", "best-validation-loss",
+                                     "best-validation"))
     if opts.output_network == "best-validation-loss" and opts.validation_data is None:
         raise OptionError("training option 'output_network': 'best-validation-loss' needs "
                           "validation_data")
@@ -179,13 +191,46 @@ def _validate_extras(opts: TrainingOptions) -> None:
             if not callable(f):
                 raise OptionError(f"training option 'output_fn': expected a function "
                                   f"(or a list of functions), got {type(f).__name__}")
-    for name in ("checkpoint_path", "plots_path"):
+    for name in ("checkpoint_path", "plots_path", "log_dir"):
         v = getattr(opts, name)
         if v is not None and not isinstance(v, (str, os.PathLike)):
             raise OptionError(f"training option '{name}': expected a path, got {v!r}")
+        if v is not None:
+            check_writable(v, f"training option '{name}'", folder=name != "plots_path")
+    _choice(opts, "precision", ("32", "bf16-mixed", "16-mixed"))
+    if not isinstance(opts.objective_metric_name, str):
+        raise OptionError(f"training option 'objective_metric_name': expected 'loss' or a "
+                          f"metric's name, got {opts.objective_metric_name!r}")
     if opts.progress not in ("auto", True, False):
         raise OptionError(f"training option 'progress': expected 'auto', True or False, "
                           f"got {opts.progress!r}")
+
+
+def check_writable(path: str | os.PathLike, what: str, folder: bool) -> None:
+    """Before training: ``path`` (a folder when ``folder``, else a file) can
+    be written: it is not a file where a folder is wanted (or a folder
+    where a file is), and the nearest existing folder above it is writable.
+    Nothing is created."""
+    p = os.path.abspath(os.fspath(path))
+    if folder and os.path.isfile(p):
+        raise OptionError(f"{what}: {os.fspath(path)!r} is a file; expected a folder")
+    if not folder and os.path.isdir(p):
+        raise OptionError(f"{what}: {os.fspath(path)!r} is a folder; expected a file name "
+                          f"such as {os.path.join(os.fspath(path), 'training_progress.png')!r}")
+    probe = p if folder else os.path.dirname(p)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise OptionError(f"{what}: cannot create {os.fspath(path)!r}: {probe!r} is a file")
+    try:  # os.access says yes to root everywhere (even in /proc): try it
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise OptionError(f"{what}: cannot write to {os.fspath(path)!r}: the folder {probe!r} "
+                          f"is not writable ({exc.strerror}); choose another place") from None
 
 
 def training_options(solver: str = "sgdm", **options: Any) -> TrainingOptions:

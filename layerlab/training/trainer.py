@@ -1,10 +1,16 @@
-"""``train_network``: train a network with one call, MATLAB's trainNetwork."""
+"""``train_network``: train a network with one call, MATLAB's trainNetwork.
+
+The loop is a small object, :class:`TrainingRun`: a data source, the
+network, its optimizer, the learning-rate schedule, a :class:`History`,
+:class:`EarlyStopping` and listeners (the verbose table, the progress plot,
+``output_fn`` callbacks, checkpoints; see :mod:`.listeners` for the
+events). A checkpoint is the run's :meth:`~TrainingRun.state_dict`.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -13,25 +19,28 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import torch
 
-from ..data import as_input_tensor
-from ..errors import DataError, NetworkError, OptionError, TrainingError
+from ..datastores.sources import DataSource, InMemorySource, as_data_source, is_data_source
+from ..errors import DataError, NetworkError, OptionError, PersistenceError, TrainingError
 from ..layer import Layer
 from ..network.graph import LayerGraph
 from ..network.network import Network, as_network
-from .options import TrainingOptions, training_options
-from .solvers import make_optimizer, set_base_learn_rate
-from .table import VerboseTable
 from . import distributed
-from .callbacks import IterationInfo, call_output_fns
-from .checkpoint import (read_checkpoint, restore_network, restore_optimizer, restore_rng,
-                         save_checkpoint)
+from .checkpoint import checkpoint_state, read_checkpoint, restore_network, restore_optimizer, \
+    restore_rng
 from .clipping import clip_gradients
+from .history import History
+from .listeners import (CheckpointListener, Listener, OutputFnListener, PlotListener, Step,
+                        TableColumn, TableListener)
 from .nonfinite import first_nonfinite_layer
-from .plots import TrainingProgressPlot
-from .progress import ProgressLine, is_terminal
-from .validation import EarlyStopping, evaluate
+from .options import TrainingOptions, training_options
+from .metric_listeners import extend_run
+from .plots import default_plot_path
+from .precision import Precision
+from .schedules import bind_schedule
+from .solvers import make_optimizer, set_base_learn_rate
+from .validation import EarlyStopping, evaluate, evaluate_batches
 
-__all__ = ["train_network", "TrainingInfo", "select_device"]
+__all__ = ["train_network", "TrainingRun", "TrainingInfo", "select_device"]
 
 
 @dataclasses.dataclass
@@ -40,24 +49,30 @@ class TrainingInfo:
 
     Attributes:
         training_loss: mini-batch loss of every iteration.
-        training_accuracy: mini-batch metric of every iteration, in percent
-            for classification (RMSE for regression).
+        training_metric: the output layer's mini-batch metric (``metric_name``)
+            of every iteration: accuracy in percent for classification, RMSE
+            for regression. ``training_accuracy`` is the same array (its
+            older name).
         base_learn_rate: the base learning rate of every iteration.
         epoch: the epoch of every iteration (1-based).
         iterations: the number of iterations run.
         time_elapsed: wall-clock seconds of the whole training.
         device: where it trained, e.g. "cpu" or "cuda:0".
-        validation_loss, validation_accuracy: per iteration, NaN where
-            the network was not validated.
+        metric_name: "Accuracy" or "RMSE".
+        validation_loss, validation_metric: per iteration, NaN where the
+            network was not validated (``validation_accuracy``: the older
+            name of ``validation_metric``).
         stop_reason: "max-epochs", "validation-patience" or "output-fn".
         output_iteration: the iteration whose weights were returned (the
             last one, or the best validation loss's with
             ``output_network="best-validation-loss"``).
         plot_path: the training-progress PNG, when ``plots`` asked for it.
+        history: every series the run recorded, by name (including those
+            listeners added), over the iterations run.
     """
 
     training_loss: np.ndarray
-    training_accuracy: np.ndarray
+    training_metric: np.ndarray
     base_learn_rate: np.ndarray
     epoch: np.ndarray
     iterations: int
@@ -65,10 +80,21 @@ class TrainingInfo:
     device: str
     metric_name: str = "Accuracy"
     validation_loss: np.ndarray | None = None
-    validation_accuracy: np.ndarray | None = None
+    validation_metric: np.ndarray | None = None
     stop_reason: str = "max-epochs"
     output_iteration: int = 0
     plot_path: str | None = None
+    history: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def training_accuracy(self) -> np.ndarray:
+        """``training_metric`` (the name before it held RMSE too)."""
+        return self.training_metric
+
+    @property
+    def validation_accuracy(self) -> np.ndarray | None:
+        """``validation_metric`` (the name before it held RMSE too)."""
+        return self.validation_metric
 
 
 def select_device(environment: str) -> torch.device:
@@ -90,13 +116,6 @@ def _where(device: torch.device, ctx) -> str:
     return "Training on single GPU." if device.type == "cuda" else "Training on CPU."
 
 
-def _base_learn_rate(opts: TrainingOptions, epoch: int) -> float:
-    lr = float(opts.initial_learn_rate)
-    if opts.learn_rate_schedule == "piecewise":
-        lr *= opts.learn_rate_drop_factor ** ((epoch - 1) // opts.learn_rate_drop_period)
-    return lr
-
-
 class _NonFiniteLoss(Exception):
     def __init__(self, value: float):
         super().__init__(value)
@@ -105,38 +124,38 @@ class _NonFiniteLoss(Exception):
 
 def train_step(model: torch.nn.Module, net: Network, optimizer: torch.optim.Optimizer | None,
                xb: torch.Tensor, tb: torch.Tensor, opts: TrainingOptions,
-               params: list[torch.Tensor], check_finite: bool):
+               params: list[torch.Tensor], check_finite: bool,
+               precision: Precision | None = None):
     """One iteration: forward, loss, backward, gradient clipping, update.
-    Returns ``(loss, logits)``, still on the device.
+    Returns ``(loss, logits)``, still on the device. ``precision``: mixed
+    precision's autocast and gradient scaler (:mod:`.precision`).
 
     With ``check_finite`` the loss is checked before the update (one host
     synchronisation an iteration: free on the CPU, a stall of the queue on a
     GPU), so a NaN never reaches the weights and the failed mini-batch can
     be re-run with the same weights to find the layer at fault.
     """
-    Yb = model(xb, logits=True)
-    loss = net.loss(Yb, tb, from_logits=True)
+    if precision is None or not precision.enabled:
+        Yb = model(xb, logits=True)
+        loss = net.loss(Yb, tb, from_logits=True)
+    else:
+        with precision.autocast():
+            Yb = model(xb, logits=True)
+            loss = net.loss(Yb, tb, from_logits=True)
     if check_finite and not bool(torch.isfinite(loss)):
         raise _NonFiniteLoss(float(loss.detach()))
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
-        optimizer.step()
+        if precision is None or not precision.enabled:
+            loss.backward()
+            clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
+            optimizer.step()
+        else:
+            precision.backward(loss)
+            precision.unscale(optimizer)
+            clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
+            precision.step(optimizer)
     return loss, Yb
-
-
-def _validation_tensors(opts: TrainingOptions, net: Network, device: torch.device):
-    if opts.validation_data is None:
-        return None
-    Xv, Yv = opts.validation_data
-    Xv = as_input_tensor(Xv, net.input_size, "training option 'validation_data' X", dtype=net.dtype)
-    classes = getattr(net.output_layer, "classes", "absent")
-    Tv = net.output_layer.prepare_targets(Yv, Xv.shape[0])
-    if classes != "absent" and classes is not None and net.output_layer.classes != classes:
-        raise DataError(f"training option 'validation_data': its labels "
-                        f"{net.output_layer.classes} are not the training labels {classes}")
-    return Xv.to(device), Tv.to(device)
 
 
 def _nonfinite_error(net: Network, xb: torch.Tensor, value: float, it: int,
@@ -149,16 +168,437 @@ def _nonfinite_error(net: Network, xb: torch.Tensor, value: float, it: int,
                          f"gradient_threshold")
 
 
-def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network,
-                  options: TrainingOptions | None = None, *,
+class _Validation:
+    """``validation_data`` as mini-batches ``(X, T)`` on the device, with
+    the training classes: a pair ``(X, Y)`` (held in memory, as before) or
+    any data source."""
+
+    def __init__(self, data: Any, net: Network, device: torch.device, batch: int):
+        what = "training option 'validation_data'"
+        if isinstance(data, (tuple, list)) and len(data) == 2 and not is_data_source(data):
+            source = as_data_source(data[0], data[1])
+        else:
+            source = as_data_source(data)
+        source.bind(net.input_size, net.dtype, f"{what} X")
+        self.batch = batch
+        try:
+            self.T = net.output_layer.prepare_targets(source.targets(), len(source))
+        except DataError as exc:
+            raise DataError(f"{what}: {exc}; validation labels must be among the training "
+                            f"classes") from None
+        self.source = source.to(device)
+        self.device = device
+        self.encode = net.output_layer.prepare_targets
+        if isinstance(source, InMemorySource):
+            self.T = self.T.to(device)
+
+    def evaluate(self, net: Network) -> torch.Tensor:
+        if isinstance(self.source, InMemorySource):
+            return evaluate(net, self.source.X, self.T, self.batch)
+        return evaluate_batches(net, ((x.to(self.device), t.to(self.device)) for x, t in
+                                      self.source.labelled_batches(self.batch, self.T,
+                                                                   self.encode)))
+
+
+class TrainingRun:
+    """One training of ``net`` on ``source`` under ``options``.
+
+    Holds the data source, the network, the optimizer, the schedule
+    (:attr:`schedule`, :mod:`.schedules`), the :class:`History`, the
+    :class:`EarlyStopping` and the listeners (:mod:`.listeners`);
+    :meth:`run` trains and returns ``(net, info)``; :meth:`state_dict` /
+    :meth:`load_state_dict` are what checkpoints save and restore.
+
+    Build one with :meth:`create` (what :func:`train_network` does), add
+    listeners with :meth:`add_listener` before :meth:`run`.
+
+    Examples:
+        >>> run = TrainingRun.create(X, Y, layers, training_options(max_epochs=1))  # doctest: +SKIP
+        >>> run.add_listener(MyLogger())                                             # doctest: +SKIP
+        >>> net, info = run.run()                                                    # doctest: +SKIP
+    """
+
+    def __init__(self, source: DataSource, net: Network, options: TrainingOptions, *,
+                 stream: TextIO, ctx: Any, device: torch.device):
+        self.source, self.net, self.options, self.stream = source, net, options, stream
+        self.ctx, self.device = ctx, device
+        self.is_main = ctx is None or ctx.is_main
+        self.verbose = options.verbose and self.is_main
+        self.output_layer = net.output_layer
+        self.metric_scale = 100.0 if self.output_layer.metric_is_percentage else 1.0
+        self.targets: torch.Tensor | None = None       # all targets, encoded (set by create)
+        self.validation: _Validation | None = None
+        self.listeners: list[Listener] = []
+        self.table_columns: list[TableColumn] = []
+        self.plot_extras: list = []   # functions run -> {name: curves} for the progress plot
+        self.stop_reason = "max-epochs"
+        self.epoch = 0               # the last epoch completed
+        self.iteration = 0           # iterations run
+        self.time_before = 0.0       # seconds spent before a resume
+        self.time_elapsed = 0.0
+        self.output_iteration = 0
+        self._start = time.perf_counter()
+
+    # -- building --------------------------------------------------------
+    @classmethod
+    def create(cls, data: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network,
+               options: TrainingOptions | None = None, *, stream: TextIO | None = None,
+               resume_from: str | os.PathLike | None = None) -> "TrainingRun":
+        """Check everything and set the run up (the network copied and moved to
+        the device, normalization computed, the optimizer made, the standard
+        listeners added, ``resume_from`` restored)."""
+        opts = options if options is not None else training_options("sgdm")
+        if not isinstance(opts, TrainingOptions):
+            raise OptionError(f"train_network: options must come from "
+                              f"layerlab.training_options(), got {type(opts).__name__}")
+        stream = stream or sys.stdout
+        if opts.seed is not None:
+            torch.manual_seed(opts.seed)
+        net = as_network(copy.deepcopy(layers))
+        if net.output_layer is None:
+            raise NetworkError("train_network: the network needs an output layer at its end "
+                               "(e.g. Classification() after Softmax())")
+        if opts.check_layers is not False:  # check_layer on float64 copies; raises LayerCheckError
+            from ..checking import check_network_layers
+            check_network_layers(net, include_builtin=opts.check_layers is True)
+
+        what = "train_network X" if Y is not None else "train_network data"
+        source = as_data_source(data, Y).bind(net.input_size, net.dtype, what)
+        n = len(source)
+        if n == 0:
+            raise DataError(f"{what}: no observations to train on")
+        source.check_for_training(hasattr(net.output_layer, "classes"))
+        targets = net.output_layer.prepare_targets(source.targets(), n)
+        B = opts.mini_batch_size
+        if not source.own_batching and B > n:
+            raise OptionError(f"training option 'mini_batch_size': {B} is larger than the "
+                              f"{n} observations in X")
+        checkpoint = (read_checkpoint(resume_from, observations=n, solver=opts.solver)
+                      if resume_from is not None else None)
+
+        ctx = None
+        if opts.execution_environment in distributed.ENVIRONMENTS:
+            ctx = distributed.setup(opts.execution_environment, B)
+            device = ctx.device
+        else:
+            device = select_device(opts.execution_environment)
+        run = cls(source, net, opts, stream=stream, ctx=ctx, device=device)
+        run.targets = targets
+        net.to(device)
+        source.to(device)
+        run.validation = (None if opts.validation_data is None else
+                          _Validation(opts.validation_data, net, device, B))
+        if run.verbose:
+            print(_where(device, ctx), file=stream)
+        if net.input_layer.needs_normalization_data and checkpoint is None:
+            if run.verbose:
+                print("Initializing image normalization." if len(net.input_size) == 3
+                      else "Initializing input normalization.", file=stream)
+            with torch.no_grad():
+                net.input_layer.compute_normalization(source.normalization_data().to(device))
+        run._set_up_training()
+        run._add_standard_listeners()
+        if checkpoint is not None:
+            run.load_state_dict(checkpoint_state(*checkpoint), resume_from)
+        return run
+
+    def _set_up_training(self) -> None:
+        opts, ctx = self.options, self.ctx
+        self.per_epoch = self.source.per_epoch(opts.mini_batch_size)
+        self.total = self.per_epoch * opts.max_epochs
+        self.optimizer = make_optimizer(self.net, opts)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]] \
+            if self.optimizer is not None else []
+        self.shuffle_generator = torch.Generator(device="cpu")
+        seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**62, (1,)))
+        if ctx is not None:   # every process must shuffle alike
+            seed = int(ctx.broadcast_from_main(torch.tensor([seed]))[0])
+        self.shuffle_generator.manual_seed(seed)
+        self.data_seed = seed   # augmentation draws from (data_seed, epoch, mini-batch)
+        n = len(self.source)
+        # `order`: the current order of the observations (saved in checkpoints)
+        self.order = torch.arange(n)
+        if opts.shuffle == "once" and not self.source.own_batching:
+            self.order = torch.randperm(n, generator=self.shuffle_generator)
+        self.history = History(self.total, self.device)
+        # hooks of issue 14: the learning-rate schedule and mixed precision
+        self.schedule = bind_schedule(opts.learn_rate_schedule, opts.max_epochs, self.per_epoch,
+                                      opts.learn_rate_drop_factor, opts.learn_rate_drop_period)
+        self.precision = Precision(opts.precision, self.device)
+        self.early_stopping = EarlyStopping(
+            opts.validation_patience, keep_best=opts.output_network == "best-validation-loss")
+
+    def _add_standard_listeners(self) -> None:
+        opts = self.options
+        if self.validation is not None:
+            fmt = self._format_metric
+            self.table_columns += [
+                TableColumn("Validation", "Loss",
+                            lambda run, s: f"{s.validation_loss:.4f}" if s.validated else ""),
+                TableColumn("Validation", self.output_layer.metric_name,
+                            lambda run, s: fmt(s.validation_metric) if s.validated else "")]
+        extend_run(self)   # issue 14: metrics, objective, log_dir, output checks
+        if self.verbose:
+            self.add_listener(TableListener(self.stream, opts.progress))
+        if opts.plots == "training-progress" and self.is_main:
+            path = opts.plots_path or (os.path.join(opts.checkpoint_path, "training_progress.png")
+                                       if opts.checkpoint_path else default_plot_path())
+            self.add_listener(PlotListener(path, self.stream, self.verbose))
+        if opts.output_fn is not None:
+            fns = opts.output_fn
+            self.add_listener(OutputFnListener(list(fns) if isinstance(fns, (list, tuple))
+                                               else [fns]))
+        if opts.checkpoint_path is not None:
+            self.add_listener(CheckpointListener(opts.checkpoint_path))
+
+    def _format_metric(self, value: float) -> str:
+        return (f"{100 * value:.2f}%" if self.output_layer.metric_is_percentage
+                else f"{value:.4f}")
+
+    def add_listener(self, listener: Listener) -> None:
+        """Add a listener (before :meth:`run`); listeners hear events in the
+        order they were added, except that checkpoints come last (so they
+        save the others' state after their ``on_epoch_end``)."""
+        at = len(self.listeners)
+        if not isinstance(listener, CheckpointListener):
+            while at and isinstance(self.listeners[at - 1], CheckpointListener):
+                at -= 1
+        self.listeners.insert(at, listener)
+
+    # -- checkpoints -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, after epoch ``self.epoch``: counters,
+        optimizer, random generators, the data order and seed, the history,
+        early stopping and listeners' states (the network's weights are
+        ``self.net.state_dict()``, saved beside it)."""
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"epoch": self.epoch, "iteration": self.iteration,
+                "time_elapsed": self.elapsed(), "solver": self.options.solver,
+                "data_seed": self.data_seed,
+                "optimizer": (self.optimizer.state_dict() if self.optimizer is not None
+                              else None),
+                "rng": rng, "order": self.order, "history": self.history.state_dict(),
+                "early_stopping": self.early_stopping.state_dict(),
+                "listeners": {l.name: l.state_dict() for l in self.listeners
+                              if hasattr(l, "state_dict")}}
+
+    def load_state_dict(self, state: dict[str, Any], where: Any = "the checkpoint") -> None:
+        """Continue from a :meth:`state_dict` (and, with ``"network"`` in it,
+        the network's weights)."""
+        if "network" in state:
+            restore_network(self.net, state["network"], where)
+        restore_optimizer(self.optimizer, state["optimizer"], where)
+        restore_rng(state["rng"], self.shuffle_generator)
+        it = int(state["iteration"])
+        order = state["order"]
+        file = os.fspath(where)
+        if order.shape != self.order.shape:
+            raise PersistenceError(f"{file!r} was written for other data: {order.shape[0]} "
+                                   f"training observations there, {self.order.shape[0]} here")
+        if it > self.total:
+            raise PersistenceError(f"{file!r} was written for other options: it is at "
+                                   f"iteration {it}, these options train {self.total} "
+                                   f"iterations in all")
+        self.order = order
+        self.iteration, self.epoch = it, int(state["epoch"])
+        self.time_before = float(state["time_elapsed"])
+        if state.get("data_seed") is not None:
+            self.data_seed = int(state["data_seed"])
+        self.history.load_state_dict(state["history"])
+        self.early_stopping.load_state_dict(state["early_stopping"], self.device)
+        for l in self.listeners:
+            if hasattr(l, "load_state_dict") and l.name in state.get("listeners", {}):
+                l.load_state_dict(state["listeners"][l.name])
+
+    # -- running ---------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds of training so far (including those before a resume)."""
+        return time.perf_counter() - self._start
+
+    def _emit(self, event: str, *args) -> bool:
+        stop = False
+        for l in self.listeners:
+            stop = (getattr(l, event)(self, *args) is True) or stop
+        return stop
+
+    def run(self) -> tuple[Network, TrainingInfo]:
+        """Train from ``self.epoch + 1`` to ``max_epochs`` (or a stop)."""
+        opts, net = self.options, self.net
+        # DDP wraps the network for the training steps; `net` stays the plain one
+        self.model = self.ctx.wrap(net) if self.ctx is not None else net
+        net.train()
+        self._start = time.perf_counter() - self.time_before
+        if self._emit("on_start"):
+            self.stop_reason = "output-fn"
+        try:
+            for epoch in range(self.epoch + 1, opts.max_epochs + 1):
+                if self.stop_reason != "max-epochs":
+                    break
+                if self._run_epoch(epoch):
+                    break
+                self.epoch = epoch
+                self._emit("on_epoch_end", epoch)
+        except BaseException:
+            self._emit("on_abort")
+            raise
+        return self._finish()
+
+    def _run_epoch(self, epoch: int) -> bool:
+        """One epoch's iterations; True when training stopped in it."""
+        opts, ctx = self.options, self.ctx
+        if opts.shuffle == "every-epoch" and not self.source.own_batching:
+            self.order = self.order.index_select(
+                0, torch.randperm(len(self.source), generator=self.shuffle_generator))
+        lr = self.learn_rate(epoch, self.iteration + 1)
+        if self.optimizer is not None:
+            set_base_learn_rate(self.optimizer, lr)
+        per_iteration = self.schedule.per_iteration
+        B = opts.mini_batch_size
+        rows = None
+        if ctx is not None:   # this process's share of each global mini-batch
+            rows = ((lambda size: ctx.shard(0, size)) if self.source.own_batching
+                    else (lambda b: ctx.shard(b * B, (b + 1) * B)))
+        # with DDP a rank that raised alone would leave the others waiting in a
+        # collective; there the check happens at the table rows (all ranks) instead
+        check_finite = ctx is None
+        batches = self.source.epoch_batches(
+            self.order, B, self.per_epoch, epoch, self.targets, self.device, rows=rows,
+            seed=self.data_seed, encode=self.output_layer.prepare_targets)
+        for b, (xb, tb) in enumerate(batches):
+            if per_iteration and b:   # a schedule by iteration (or a function)
+                lr = self.learn_rate(epoch, self.iteration + 1)
+                if self.optimizer is not None:
+                    set_base_learn_rate(self.optimizer, lr)
+            try:
+                loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
+                                      self.params, check_finite, self.precision)
+            except _NonFiniteLoss as bad:
+                raise _nonfinite_error(self.net, xb, bad.value, self.iteration + 1,
+                                       epoch) from None
+            with torch.no_grad():
+                Yb = Yb.detach()
+                metric = self.output_layer.metric(Yb, tb)
+            if self._after_step(Step(epoch, self.iteration + 1, b + 1, lr, loss.detach(),
+                                     metric, Yb, tb)):
+                return True
+        return False
+
+    def learn_rate(self, epoch: int, iteration: int) -> float:
+        """The base learning rate at ``iteration`` (1-based) of ``epoch``."""
+        return float(self.options.initial_learn_rate) * self.schedule.factor(epoch, iteration)
+
+    def _after_step(self, step: Step) -> bool:
+        """Record, validate, ask the listeners; True when training stops."""
+        opts = self.options
+        it = self.iteration = step.iteration
+        self.history.record(it, loss=step.loss, metric=step.metric,
+                            learn_rate=step.learn_rate, epoch=step.epoch)
+        last = it == self.total
+        if self.validation is not None and (it == 1 or it % opts.validation_frequency == 0
+                                            or last):
+            self._validate(step)
+            if self.early_stopping.update(self.net, step.validation_loss, it):
+                step.stop, self.stop_reason = True, "validation-patience"
+        if self._emit("on_iteration", step) and not step.stop:
+            step.stop, self.stop_reason = True, "output-fn"
+        if step.stop and self.validation is not None and not step.validated:
+            self._validate(step)    # a final validation
+        if opts.verbose and (it == 1 or it % opts.verbose_frequency == 0 or last
+                             or step.validated or step.stop):
+            self._report(step)
+        self._emit("on_report", step)
+        return step.stop
+
+    def _validate(self, step: Step) -> None:
+        vl, vm = self.validation.evaluate(self.net).tolist()
+        step.validated, step.validation_loss, step.validation_metric = True, vl, vm
+        self.history.record(step.iteration, validation_loss=vl, validation_metric=vm)
+
+    def _report(self, step: Step) -> None:
+        """The figures of a table row (every process takes part under DDP)."""
+        row = torch.stack([step.loss, step.metric])
+        if self.ctx is not None:   # rank 0 prints the mean over the processes
+            row = self.ctx.mean(row)
+            if not bool(torch.isfinite(row[0])):
+                losses = self.history.device_series("loss")
+                bad_it = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
+                raise TrainingError(f"training stopped: the mini-batch loss became "
+                                    f"non-finite at iteration {bad_it}")
+        step.report = True
+        step.shown_loss, step.shown_metric = float(row[0]), float(row[1])
+
+    def _finish(self) -> tuple[Network, TrainingInfo]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.time_elapsed = self.elapsed()
+        if self.ctx is not None:
+            for name in ("loss", "metric"):
+                self.history.set_device_series(name, self.ctx.mean(
+                    self.history.device_series(name)))
+            self.ctx.close()
+        self.output_iteration = self.iteration
+        early = self.early_stopping
+        if self.options.output_network == "best-validation-loss" and early.best_state is not None:
+            self.net.load_state_dict(early.best_state)
+            self.output_iteration = early.best_iteration
+        self.net.eval()
+        self._emit("on_end")
+        return self.net, self.info()
+
+    def plot_history(self) -> dict[str, np.ndarray]:
+        """The series the progress plot draws, metric in display units."""
+        h, scale = self.history, self.metric_scale
+        val_loss = h.column("validation_loss")
+        has = np.isfinite(val_loss)
+        iters = np.arange(1, h.iterations + 1)
+        return {"iterations": iters, "loss": h.column("loss"),
+                "metric": h.column("metric") * scale, "epoch": h.column("epoch"),
+                "val_iterations": iters[has], "val_loss": val_loss[has],
+                "val_metric": h.column("validation_metric")[has] * scale,
+                "extra": {k: v for f in self.plot_extras for k, v in f(self).items()}}
+
+    def info(self) -> TrainingInfo:
+        h, scale = self.history, self.metric_scale
+        plot = next((l for l in self.listeners if isinstance(l, PlotListener)), None)
+        return TrainingInfo(
+            training_loss=h.column("loss"), training_metric=h.column("metric") * scale,
+            base_learn_rate=h.column("learn_rate"), epoch=h.column("epoch"),
+            iterations=h.iterations, time_elapsed=self.time_elapsed, device=str(self.device),
+            metric_name=self.output_layer.metric_name,
+            validation_loss=h.column("validation_loss"),
+            validation_metric=h.column("validation_metric") * scale,
+            stop_reason=self.stop_reason, output_iteration=self.output_iteration,
+            plot_path=plot.plot.path if plot is not None and plot.plot is not None else None,
+            history={name: h.column(name) for name in h.series})
+
+
+def _is_layers(value: Any) -> bool:
+    return isinstance(value, (Network, LayerGraph)) or (
+        isinstance(value, (list, tuple)) and len(value) > 0
+        and all(isinstance(v, Layer) for v in value))
+
+
+def train_network(X: Any, Y: Any = None, layers: Any = None, options: Any = None, *,
                   stream: TextIO | None = None,
-                  resume_from: str | os.PathLike | None = None) -> tuple[Network, TrainingInfo]:
+                  resume_from: str | os.PathLike | None = None,
+                  listeners: Sequence[Listener] = ()) -> tuple[Network, TrainingInfo]:
     """Train a network and return it with the training record.
 
+    Called as ``train_network(X, Y, layers, options)`` or
+    ``train_network(data, layers, options)``.
+
     Args:
-        X: inputs, a NumPy array or tensor of size ``(N, *input_size)``
-            (images ``(N, C, H, W)``, features ``(N, C)``).
-        Y: targets, e.g. class labels (ints or strings), length ``N``.
+        X: inputs of size ``(N, *input_size)`` (images ``(N, C, H, W)``,
+            features ``(N, C)``): a NumPy array or tensor (held in memory), or
+            a NumPy memmap or other array-like (read per mini-batch).
+        Y: targets, e.g. class labels (ints, strings, any hashable), length ``N``.
+        data: instead of ``X, Y``: a torch ``Dataset`` of ``(x, y)`` pairs, a
+            ``DataLoader`` (its own batching and shuffling) or a layerlab
+            datastore (:class:`~layerlab.ImageDatastore`,
+            :class:`~layerlab.AugmentedImageDatastore`); see
+            :mod:`layerlab.datastores.sources`.
         layers: a list of layers, a :class:`LayerGraph` or a :class:`Network`
             (training continues from its weights). The layers given are not
             modified: training works on a copy.
@@ -167,7 +607,9 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
         resume_from: a checkpoint file (or the ``checkpoint_path`` folder)
             written by an earlier run with the same ``layers``, data and
             options: training continues after its epoch, and with a ``seed``
-            ends with the same weights as a run that was never interrupted.
+            ends with the same weights as a run that was never interrupted
+            (augmentation included).
+        listeners: extra :class:`~layerlab.training.listeners.Listener` objects.
 
     Returns:
         ``(net, info)``: the trained :class:`Network` and a :class:`TrainingInfo`.
@@ -181,252 +623,18 @@ def train_network(X: Any, Y: Any, layers: Sequence[Layer] | LayerGraph | Network
     MATLAB does, unless ``output_network="best-validation-loss"``.
     A NaN or Inf mini-batch loss raises :class:`TrainingError` naming the
     iteration and the first layer whose output is not finite.
+
+    Examples:
+        >>> X, Y, _ = ll.datasets.digits_train()                      # doctest: +SKIP
+        >>> net, info = ll.train_network(X, Y, layers, opts)          # doctest: +SKIP
+        >>> net, info = ll.train_network(ll.ImageDatastore("digits/"), layers, opts)  # doctest: +SKIP
     """
-    opts = options if options is not None else training_options("sgdm")
-    if not isinstance(opts, TrainingOptions):
-        raise OptionError(f"train_network: options must come from layerlab.training_options(), "
-                          f"got {type(opts).__name__}")
-    stream = stream or sys.stdout
-    if opts.seed is not None:
-        torch.manual_seed(opts.seed)
-    net = copy.deepcopy(as_network(layers) if isinstance(layers, Network) else layers)
-    net = as_network(net)
-    if net.output_layer is None:
-        raise NetworkError("train_network: the network needs an output layer at its end "
-                           "(e.g. Classification() after Softmax())")
-    if opts.check_layers is not False:  # check_layer on float64 copies; raises LayerCheckError
-        from ..checking import check_network_layers
-        check_network_layers(net, include_builtin=opts.check_layers is True)
-
-    Xt = as_input_tensor(X, net.input_size, "train_network X", dtype=net.dtype)
-    n = Xt.shape[0]
-    T = net.output_layer.prepare_targets(Y, n)
-    B = opts.mini_batch_size
-    if B > n:
-        raise OptionError(f"training option 'mini_batch_size': {B} is larger than the "
-                          f"{n} observations in X")
-    per_epoch = n // B
-    total = per_epoch * opts.max_epochs
-    checkpoint = read_checkpoint(resume_from, observations=n, iterations=total,
-                                 solver=opts.solver) if resume_from is not None else None
-
-    ctx = None
-    if opts.execution_environment in distributed.ENVIRONMENTS:
-        ctx = distributed.setup(opts.execution_environment, B)
-        device = ctx.device
-    else:
-        device = select_device(opts.execution_environment)
-    verbose = opts.verbose and (ctx is None or ctx.is_main)
-    is_main = ctx is None or ctx.is_main
-    net.to(device)
-    Xt, T = Xt.to(device), T.to(device)
-    val = _validation_tensors(opts, net, device)
-    if verbose:
-        print(_where(device, ctx), file=stream)
-    if net.input_layer.needs_normalization_data and checkpoint is None:
-        if verbose:
-            print("Initializing image normalization." if len(net.input_size) == 3
-                  else "Initializing input normalization.", file=stream)
-        with torch.no_grad():
-            net.input_layer.compute_normalization(Xt)
-
-    optimizer = make_optimizer(net, opts)
-    params = [p for group in optimizer.param_groups for p in group["params"]] \
-        if optimizer is not None else []
-    gen = torch.Generator(device="cpu")
-    shuffle_seed = opts.seed if opts.seed is not None else int(torch.randint(0, 2**62, (1,)))
-    if ctx is not None:   # every process must shuffle alike
-        shuffle_seed = int(ctx.broadcast_from_main(torch.tensor([shuffle_seed]))[0])
-    gen.manual_seed(shuffle_seed)
-
-    # `order`: the current order of the observations (saved in checkpoints)
-    order = torch.arange(n)
-    if opts.shuffle == "once":
-        order = torch.randperm(n, generator=gen)
-
-    losses = torch.zeros(total, device=device)
-    metrics = torch.zeros(total, device=device)
-    val_loss = np.full(total, np.nan)
-    val_metric = np.full(total, np.nan)
-    lrs = np.zeros(total)
-    epochs = np.zeros(total, dtype=np.int64)
-    early = EarlyStopping(opts.validation_patience,
-                          keep_best=opts.output_network == "best-validation-loss")
-    it, first_epoch, time_before = 0, 1, 0.0
-    if checkpoint is not None:
-        tensors, meta = checkpoint
-        restore_network(net, tensors, resume_from)
-        restore_optimizer(optimizer, tensors, meta)
-        restore_rng(tensors, gen)
-        state = meta["checkpoint"]
-        it, first_epoch = state["iteration"], state["epoch"] + 1
-        time_before = state["time_elapsed"]
-        order = tensors["data.order"]
-        if order.shape != (n,) or it > total:
-            raise OptionError(f"resume_from: the checkpoint {os.fspath(resume_from)!r} was "
-                              f"written for other data or options ({order.shape[0]} "
-                              f"observations, {it} iterations)")
-        losses[:it] = tensors["hist.loss"].to(device)
-        metrics[:it] = tensors["hist.metric"].to(device)
-        val_loss[:it] = tensors["hist.val_loss"].numpy()
-        val_metric[:it] = tensors["hist.val_metric"].numpy()
-        lrs[:it] = tensors["hist.lr"].numpy()
-        epochs[:it] = tensors["hist.epoch"].numpy()
-        e = meta["checkpoint"]["early"]
-        early.best_loss = float(e["best_loss"]) if not isinstance(e["best_loss"], dict) \
-            else math.inf
-        early.bad, early.best_iteration = e["bad"], e["best_iteration"]
-        if early.keep_best and any(k.startswith("best.") for k in tensors):
-            early.best_state = {k[5:]: v.to(device) for k, v in tensors.items()
-                                if k.startswith("best.")}
-    Xc, Tc = Xt.index_select(0, order.to(device)), T.index_select(0, order.to(device))
-
-    out = net.output_layer
-    extra = [("Validation", "Loss"), ("Validation", out.metric_name)] if val is not None else []
-    table = VerboseTable(out.metric_name, out.metric_is_percentage, extra=extra, stream=stream)
-    fns = [] if opts.output_fn is None else (
-        list(opts.output_fn) if isinstance(opts.output_fn, (list, tuple)) else [opts.output_fn])
-    show_progress = verbose and (opts.progress is True or
-                                 (opts.progress == "auto" and is_terminal(stream)))
-    progress = ProgressLine(stream, opts.max_epochs, per_epoch) if show_progress else None
-    plot = None
-    if opts.plots == "training-progress" and is_main:
-        plot_path = opts.plots_path or os.path.join(opts.checkpoint_path or ".",
-                                                    "training_progress.png")
-        plot = TrainingProgressPlot(plot_path, out.metric_name)
-    scale = 100.0 if out.metric_is_percentage else 1.0
-
-    def history() -> dict[str, np.ndarray]:
-        has = np.isfinite(val_loss[:it])
-        iters = np.arange(1, it + 1)
-        return {"iterations": iters, "loss": losses[:it].cpu().numpy(),
-                "metric": metrics[:it].cpu().numpy() * scale, "epoch": epochs[:it],
-                "val_iterations": iters[has], "val_loss": val_loss[:it][has],
-                "val_metric": val_metric[:it][has] * scale}
-
-    if verbose:
-        table.start()
-    # DDP wraps the network for the training steps; `net` stays the plain one
-    model = ctx.wrap(net) if ctx is not None else net
-    net.train()
-    # with DDP a rank that raised alone would leave the others waiting in a
-    # collective; there the check happens at the table rows (all ranks) instead
-    check_finite = ctx is None
-    start = time.perf_counter() - time_before
-    stop_reason = "max-epochs"
-    if fns and call_output_fns(fns, IterationInfo("start", first_epoch, it, time_before)):
-        stop_reason = "output-fn"
-    for epoch in range(first_epoch, opts.max_epochs + 1):
-        if stop_reason != "max-epochs":
-            break
-        if opts.shuffle == "every-epoch":
-            order = order.index_select(0, torch.randperm(n, generator=gen))
-            Xc, Tc = Xt.index_select(0, order.to(device)), T.index_select(0, order.to(device))
-        lr = _base_learn_rate(opts, epoch)
-        if optimizer is not None:
-            set_base_learn_rate(optimizer, lr)
-        for b in range(per_epoch):
-            rows = slice(b * B, (b + 1) * B) if ctx is None else ctx.shard(b * B, (b + 1) * B)
-            xb, tb = Xc[rows], Tc[rows]
-            try:
-                loss, Yb = train_step(model, net, optimizer, xb, tb, opts, params, check_finite)
-            except _NonFiniteLoss as bad:
-                if progress is not None:
-                    progress.clear()
-                raise _nonfinite_error(net, xb, bad.value, it + 1, epoch) from None
-            with torch.no_grad():
-                losses[it] = loss.detach()
-                metrics[it] = out.metric(Yb.detach(), tb)
-            lrs[it] = lr
-            epochs[it] = epoch
-            it += 1
-            last = it == total
-            validate = val is not None and (it == 1 or it % opts.validation_frequency == 0
-                                            or last)
-            stop = False
-            if validate:
-                vl, vm = evaluate(net, val[0], val[1], B).tolist()
-                val_loss[it - 1], val_metric[it - 1] = vl, vm
-                if early.update(net, vl, it):
-                    stop, stop_reason = True, "validation-patience"
-            if fns:
-                info_now = IterationInfo(
-                    "iteration", epoch, it, time.perf_counter() - start, float(losses[it - 1]),
-                    float(metrics[it - 1]) * scale, lr,
-                    val_loss[it - 1] if validate else None,
-                    val_metric[it - 1] * scale if validate else None)
-                if call_output_fns(fns, info_now) and not stop:
-                    stop, stop_reason = True, "output-fn"
-            if stop and val is not None and not validate:  # a final validation
-                vl, vm = evaluate(net, val[0], val[1], B).tolist()
-                val_loss[it - 1], val_metric[it - 1], validate = vl, vm, True
-            if opts.verbose and (it == 1 or it % opts.verbose_frequency == 0 or last
-                                 or validate or stop):
-                elapsed = time.perf_counter() - start
-                row = torch.stack([losses[it - 1], metrics[it - 1]])
-                if ctx is not None:  # every process takes part; rank 0 prints
-                    row = ctx.mean(row)
-                    if not bool(torch.isfinite(row[0])):
-                        bad_it = int(torch.nonzero(~torch.isfinite(losses[:it]))[0]) + 1
-                        raise TrainingError(f"training stopped: the mini-batch loss became "
-                                            f"non-finite at iteration {bad_it}")
-                if verbose:
-                    if progress is not None:
-                        progress.clear()
-                    cells = [f"{val_loss[it - 1]:.4f}",
-                             table.fmt_metric(val_metric[it - 1])] if validate else []
-                    table.row(epoch, it, elapsed, float(row[0]), float(row[1]), lr, cells)
-                if plot is not None:
-                    plot.update(history())
-            elif progress is not None:
-                progress.update(epoch, b + 1)
-            if stop:
-                break
-        if stop_reason == "max-epochs" and opts.checkpoint_path is not None and is_main:
-            save_checkpoint(opts.checkpoint_path, net, optimizer, epoch=epoch, iteration=it,
-                            time_elapsed=time.perf_counter() - start, shuffle_generator=gen,
-                            order=order, history={
-                                "loss": losses, "metric": metrics,
-                                "val_loss": torch.from_numpy(val_loss),
-                                "val_metric": torch.from_numpy(val_metric),
-                                "lr": torch.from_numpy(lrs), "epoch": torch.from_numpy(epochs)},
-                            early={"best_loss": early.best_loss, "bad": early.bad,
-                                   "best_iteration": early.best_iteration},
-                            best_state=early.best_state, solver=opts.solver)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    if verbose:
-        if progress is not None:
-            progress.clear()
-        table.end()
-        if stop_reason == "validation-patience":
-            print(f"Training stopped: the validation loss did not improve on its best "
-                  f"(iteration {early.best_iteration}) in {early.bad} validations.", file=stream)
-        elif stop_reason == "output-fn":
-            print("Training stopped by an output function.", file=stream)
-    if ctx is not None:
-        losses, metrics = ctx.mean(losses), ctx.mean(metrics)
-        ctx.close()
-    output_iteration = it
-    if opts.output_network == "best-validation-loss" and early.best_state is not None:
-        net.load_state_dict(early.best_state)
-        output_iteration = early.best_iteration
-    net.eval()
-    plot_path = None
-    if plot is not None:
-        plot.update(history(), force=True)
-        plot_path = plot.path
-        if verbose:
-            print(f"Training progress plot: {plot_path}", file=stream)
-    if fns:
-        call_output_fns(fns, IterationInfo("done", int(epochs[it - 1]) if it else 0, it, elapsed))
-    info = TrainingInfo(training_loss=losses[:it].cpu().numpy(),
-                        training_accuracy=metrics[:it].cpu().numpy() * scale,
-                        base_learn_rate=lrs[:it], epoch=epochs[:it], iterations=it,
-                        time_elapsed=elapsed, device=str(device),
-                        metric_name=out.metric_name,
-                        validation_loss=val_loss[:it], validation_accuracy=val_metric[:it] * scale,
-                        stop_reason=stop_reason, output_iteration=output_iteration,
-                        plot_path=plot_path)
-    return net, info
+    if _is_layers(Y) and (layers is None or isinstance(layers, TrainingOptions)):
+        X, Y, layers, options = X, None, Y, layers    # train_network(data, layers, options)
+    if layers is None:
+        raise NetworkError("train_network: no layers given; call train_network(X, Y, layers, "
+                           "options) or train_network(data, layers, options)")
+    run = TrainingRun.create(X, Y, layers, options, stream=stream, resume_from=resume_from)
+    for listener in listeners:
+        run.add_listener(listener)
+    return run.run()
