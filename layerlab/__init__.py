@@ -51,6 +51,8 @@ from .training.trainnet import trainnet
 from .training.evaluation import minibatchpredict, scores2label, testnet
 from .training.runlog import write_info
 from .training import schedules
+# seeing inside training: per-layer amplitudes
+from .monitoring import layer_statistics, plot_layer_statistics
 
 __all__ = [
     # the layer contract
@@ -84,6 +86,8 @@ __all__ = [
     "ImageDatastore", "AugmentedImageDatastore", "ImageDataAugmenter",
     # trainnet, metrics and logs
     "trainnet", "minibatchpredict", "scores2label", "testnet", "write_info", "schedules",
+    # seeing inside training
+    "layer_statistics", "plot_layer_statistics",
     # data sets and studies
     "datasets", "experiments",
 ]

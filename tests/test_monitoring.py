@@ -137,3 +137,73 @@ def test_plot_and_csv(tmp_path):
     assert rows[0] == "iteration,kind,name,statistic,value"
     n_values = sum(v.size for v in stats.values.values())
     assert len(rows) == 1 + n_values
+
+
+# -- during training (training_options(monitor=...)) ---------------------------
+
+def tiny_options(**kw):
+    base = dict(max_epochs=2, mini_batch_size=8, shuffle="never", verbose=False, seed=0,
+                check_layers=False)
+    base.update(kw)
+    return ll.training_options("sgdm", **base)
+
+
+def test_training_records_at_iteration_1_and_every_frequency():
+    torch.manual_seed(4)
+    X, Y = data(32)
+    net = ll.Network(small_layers())
+    _, info = ll.train_network(X, Y, net, tiny_options(monitor=("activations", "gradients"),
+                                                       monitor_frequency=3))
+    stats = info.layer_statistics
+    assert list(stats.iterations) == [1, 3, 6]          # 4 iterations an epoch, 8 in all
+    # iteration 1 sees the initial weights on the first mini-batch: the same as
+    # the one-batch probe of the untrained network
+    first = layer_statistics(net, X[:8], Y[:8])
+    for key in ("activation_mean", "activation_std", "activation_zero_fraction",
+                "input_gradient_norm", "learnable_norm", "gradient_norm"):
+        np.testing.assert_allclose(stats[key][0], first[key][0], rtol=1e-5, equal_nan=True,
+                                   err_msg=key)
+    assert np.isfinite(stats["update_ratio"][:, [0, 2]]).all()   # the weights moved
+    assert (stats["update_ratio"][:, [0, 2]] > 0).all()
+
+
+def test_monitor_off_records_nothing_and_bad_options_are_named():
+    X, Y = data(16)
+    _, info = ll.train_network(X, Y, small_layers(), tiny_options(max_epochs=1))
+    assert info.layer_statistics is None
+    with pytest.raises(ll.OptionError, match="'monitor'.*did you mean 'gradients'"):
+        ll.training_options("sgdm", monitor=["gradient"])
+    with pytest.raises(ll.OptionError, match="monitor_frequency.*positive integer"):
+        ll.training_options("sgdm", monitor="activations", monitor_frequency=-5)
+    opts = ll.training_options("sgdm", monitor="activations", monitor_frequency=np.int64(7))
+    assert opts.monitor_frequency == 7 and opts.monitor[0] == "activation_mean"
+
+
+def test_monitor_writes_tensorboard_and_csv(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    X, Y = data(32)
+    _, info = ll.train_network(X, Y, small_layers(), tiny_options(
+        monitor="gradients", monitor_frequency=2, log_dir=str(tmp_path)))
+    stats = info.layer_statistics
+    assert (tmp_path / "layer_statistics.csv").exists()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    name = stats.learnables[0]
+    events = acc.Scalars(f"learnables/gradient_norm/{name}")
+    assert [e.step for e in events] == list(stats.iterations)
+    np.testing.assert_allclose([e.value for e in events], stats["gradient_norm"][:, 0],
+                               rtol=1e-6)
+
+
+def test_monitor_survives_a_resume(tmp_path):
+    X, Y = data(32)
+    opts = dict(monitor="gradients", monitor_frequency=3, max_epochs=3)
+    _, full = ll.train_network(X, Y, small_layers(), tiny_options(**opts))
+    ll.train_network(X, Y, small_layers(), tiny_options(
+        **{**opts, "max_epochs": 2}, checkpoint_path=str(tmp_path)))
+    _, resumed = ll.train_network(X, Y, small_layers(), tiny_options(**opts),
+                                  resume_from=str(tmp_path))
+    a, b = full.layer_statistics, resumed.layer_statistics
+    assert list(a.iterations) == list(b.iterations) == [1, 3, 6, 9, 12]
+    np.testing.assert_allclose(a["gradient_norm"], b["gradient_norm"], rtol=1e-6)

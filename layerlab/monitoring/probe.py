@@ -55,7 +55,6 @@ def layer_statistics(net, X: Any, Y: Any,
     except Exception:
         recorder.cancel()
         raise
-    recorder.after_backward()
-    recorder._before = None          # no update: the ratio stays NaN
+    recorder.after_backward(update_follows=False)
     recorder.after_update()
     return recorder.result()

@@ -236,8 +236,9 @@ class StatisticsRecorder:
             self._grad_sq[i] = sq if self._grad_sq[i] is None else self._grad_sq[i] + sq
         return hook
 
-    def after_backward(self) -> None:
-        """Read the gradients; keep the weights to measure the update."""
+    def after_backward(self, update_follows: bool = True) -> None:
+        """Read the gradients; keep the weights to measure the update (unless
+        no update follows: the update ratio then stays NaN)."""
         if self._current is None:
             return
         cur = self._current
@@ -253,7 +254,7 @@ class StatisticsRecorder:
                 cur["learnable_norm"][j] = _norm(p)
             if "gradient_norm" in cur and p.grad is not None:
                 cur["gradient_norm"][j] = _norm(p.grad)
-        if "update_ratio" in cur:
+        if "update_ratio" in cur and update_follows:
             self._before = [p.detach().clone() for _, p in self.learnable_params]
 
     def after_update(self) -> None:
@@ -279,6 +280,21 @@ class StatisticsRecorder:
         if self._current is not None:
             self._iterations.pop()
         self._current, self._before = None, None
+
+    def load_rows(self, iterations: Sequence[int], values: dict[str, Any]) -> bool:
+        """Continue from rows recorded earlier (a resumed run): ``values`` as
+        :meth:`result` gives them. False (and nothing changed) when they do
+        not fit this network and these statistics."""
+        rows = len(iterations)
+        for s in self.statistics:
+            cols = len(self.layers) if s in LAYER_STATISTICS else len(self.learnable_params)
+            arr = values.get(s)
+            if arr is None or tuple(np.shape(arr)) != (rows, cols):
+                return False
+        self._iterations = [int(i) for i in iterations]
+        for s in self.statistics:
+            self._rows[s] = np.asarray(values[s], dtype=np.float64).tolist()
+        return True
 
     def result(self) -> LayerStatistics:
         values = {}

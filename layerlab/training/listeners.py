@@ -8,6 +8,11 @@ defaults do nothing)::
 
     on_start(run) -> bool | None        after set-up and resume, before the first
                                         iteration; True stops training at once
+    on_batch_start(run, iteration)      before an iteration's forward pass
+    on_gradients(run, iteration)        after its backward pass, before gradient
+                                        clipping and the update (the gradients are
+                                        in ``param.grad``); sent only when a
+                                        listener defines it
     on_iteration(run, step) -> bool | None
                                         after every update and its scheduled
                                         validation; True stops training
@@ -99,6 +104,12 @@ class Listener:
     name: str = ""
 
     def on_start(self, run: "TrainingRun") -> bool | None:
+        return None
+
+    def on_batch_start(self, run: "TrainingRun", iteration: int) -> None:
+        return None
+
+    def on_gradients(self, run: "TrainingRun", iteration: int) -> None:
         return None
 
     def on_iteration(self, run: "TrainingRun", step: Step) -> bool | None:

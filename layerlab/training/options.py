@@ -73,6 +73,11 @@ class TrainingOptions:
     * ``log_dir``: a folder for TensorBoard event files and ``history.csv``.
     * ``precision``: "32" (default), "bf16-mixed" (autocast to bfloat16,
       CPU or GPU) or "16-mixed" (float16 with a gradient scaler, GPU only).
+    * ``monitor``: per-layer statistics to record during training,
+      ``("activations", "gradients")`` or single names (see
+      :mod:`layerlab.monitoring`), at iteration 1 and every
+      ``monitor_frequency`` iterations (default 50); kept in
+      ``info.layer_statistics``, written to ``log_dir`` when set.
     """
 
     solver: str = "sgdm"
@@ -109,6 +114,9 @@ class TrainingOptions:
     objective_metric_name: str = "loss"
     log_dir: str | None = None
     precision: str = "32"
+    # seeing inside training (see layerlab/monitoring)
+    monitor: Any = None
+    monitor_frequency: int = 50
 
     def __post_init__(self) -> None:
         if self.initial_learn_rate is None:
@@ -198,6 +206,10 @@ def _validate_extras(opts: TrainingOptions) -> None:
         if v is not None:
             check_writable(v, f"training option '{name}'", folder=name != "plots_path")
     _choice(opts, "precision", ("32", "bf16-mixed", "16-mixed"))
+    if opts.monitor is not None:
+        from ..monitoring.statistics import check_frequency, resolve_statistics
+        opts.monitor = resolve_statistics(opts.monitor)
+        opts.monitor_frequency = check_frequency(opts.monitor_frequency)
     if not isinstance(opts.objective_metric_name, str):
         raise OptionError(f"training option 'objective_metric_name': expected 'loss' or a "
                           f"metric's name, got {opts.objective_metric_name!r}")

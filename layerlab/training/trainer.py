@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -69,6 +69,9 @@ class TrainingInfo:
         plot_path: the training-progress PNG, when ``plots`` asked for it.
         history: every series the run recorded, by name (including those
             listeners added), over the iterations run.
+        layer_statistics: with ``training_options(monitor=...)``, the
+            per-layer statistics (:class:`~layerlab.monitoring.LayerStatistics`),
+            else None.
     """
 
     training_loss: np.ndarray
@@ -85,6 +88,7 @@ class TrainingInfo:
     output_iteration: int = 0
     plot_path: str | None = None
     history: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    layer_statistics: Any = None
 
     @property
     def training_accuracy(self) -> np.ndarray:
@@ -125,10 +129,13 @@ class _NonFiniteLoss(Exception):
 def train_step(model: torch.nn.Module, net: Network, optimizer: torch.optim.Optimizer | None,
                xb: torch.Tensor, tb: torch.Tensor, opts: TrainingOptions,
                params: list[torch.Tensor], check_finite: bool,
-               precision: Precision | None = None):
+               precision: Precision | None = None,
+               on_gradients: Callable[[], None] | None = None):
     """One iteration: forward, loss, backward, gradient clipping, update.
     Returns ``(loss, logits)``, still on the device. ``precision``: mixed
-    precision's autocast and gradient scaler (:mod:`.precision`).
+    precision's autocast and gradient scaler (:mod:`.precision`);
+    ``on_gradients`` is called once the gradients are there (unscaled),
+    before clipping and the update.
 
     With ``check_finite`` the loss is checked before the update (one host
     synchronisation an iteration: free on the CPU, a stall of the queue on a
@@ -148,11 +155,15 @@ def train_step(model: torch.nn.Module, net: Network, optimizer: torch.optim.Opti
         optimizer.zero_grad(set_to_none=True)
         if precision is None or not precision.enabled:
             loss.backward()
+            if on_gradients is not None:
+                on_gradients()
             clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
             optimizer.step()
         else:
             precision.backward(loss)
             precision.unscale(optimizer)
+            if on_gradients is not None:
+                on_gradients()
             clip_gradients(params, opts.gradient_threshold, opts.gradient_threshold_method)
             precision.step(optimizer)
     return loss, Yb
@@ -229,6 +240,7 @@ class TrainingRun:
         self.targets: torch.Tensor | None = None       # all targets, encoded (set by create)
         self.validation: _Validation | None = None
         self.listeners: list[Listener] = []
+        self.layer_statistics = None     # set by the monitor (training_options(monitor=))
         self.table_columns: list[TableColumn] = []
         self.plot_extras: list = []   # functions run -> {name: curves} for the progress plot
         self.stop_reason = "max-epochs"
@@ -348,6 +360,10 @@ class TrainingRun:
             fns = opts.output_fn
             self.add_listener(OutputFnListener(list(fns) if isinstance(fns, (list, tuple))
                                                else [fns]))
+        if opts.monitor is not None:
+            from ..monitoring.listener import MonitorListener
+            self.add_listener(MonitorListener(opts.monitor, opts.monitor_frequency,
+                                              opts.log_dir if self.is_main else None))
         if opts.checkpoint_path is not None:
             self.add_listener(CheckpointListener(opts.checkpoint_path))
 
@@ -417,6 +433,11 @@ class TrainingRun:
         """Seconds of training so far (including those before a resume)."""
         return time.perf_counter() - self._start
 
+    def _listeners_of(self, event: str) -> list[Listener]:
+        """The listeners that define ``event`` (not Listener's default)."""
+        default = getattr(Listener, event)
+        return [l for l in self.listeners if getattr(type(l), event, default) is not default]
+
     def _emit(self, event: str, *args) -> bool:
         stop = False
         for l in self.listeners:
@@ -466,14 +487,25 @@ class TrainingRun:
         batches = self.source.epoch_batches(
             self.order, B, self.per_epoch, epoch, self.targets, self.device, rows=rows,
             seed=self.data_seed, encode=self.output_layer.prepare_targets)
+        # listeners of the step's inside (e.g. the monitor): told only when there are
+        starts = self._listeners_of("on_batch_start")
+        grads = self._listeners_of("on_gradients")
         for b, (xb, tb) in enumerate(batches):
             if per_iteration and b:   # a schedule by iteration (or a function)
                 lr = self.learn_rate(epoch, self.iteration + 1)
                 if self.optimizer is not None:
                     set_base_learn_rate(self.optimizer, lr)
+            it = self.iteration + 1
+            for l in starts:
+                l.on_batch_start(self, it)
+            on_gradients = None
+            if grads:
+                def on_gradients(it=it):
+                    for l in grads:
+                        l.on_gradients(self, it)
             try:
                 loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
-                                      self.params, check_finite, self.precision)
+                                      self.params, check_finite, self.precision, on_gradients)
             except _NonFiniteLoss as bad:
                 raise _nonfinite_error(self.net, xb, bad.value, self.iteration + 1,
                                        epoch) from None
@@ -571,7 +603,8 @@ class TrainingRun:
             validation_metric=h.column("validation_metric") * scale,
             stop_reason=self.stop_reason, output_iteration=self.output_iteration,
             plot_path=plot.plot.path if plot is not None and plot.plot is not None else None,
-            history={name: h.column(name) for name in h.series})
+            history={name: h.column(name) for name in h.series},
+            layer_statistics=self.layer_statistics)
 
 
 def _is_layers(value: Any) -> bool:
