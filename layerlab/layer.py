@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .autograd_bridge import run_layer
 from .errors import LayerError
 
 __all__ = ["Layer", "Learnable", "State", "InputLayer", "OutputLayer"]
@@ -109,6 +110,8 @@ class _Factors:
     l2_factor: float
 
 
+_UNIT_FACTORS = _Factors(1.0, 1.0)
+
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-\.]*$")
 
 
@@ -150,6 +153,45 @@ class Layer(torch.nn.Module):
     * ``default_name``: the base of the automatic name a network gives an
       unnamed layer ("conv" -> "conv_1"); default: the class name in
       snake case.
+    * ``backward_is_differentiable`` (default True): ``backward`` is written
+      with differentiable PyTorch ops, so second derivatives (gradient
+      penalties, Hessian-vector products, ``torch.func.grad`` of a
+      gradient) go through it: the bridge reruns ``forward`` from the kept
+      X with autograd on and differentiates ``backward``. Set it to False
+      for a backward that is not (NumPy, ``.item()``, detached results):
+      second derivatives then raise a clear :class:`LayerError` instead of
+      giving a wrong number.
+    * ``use_autograd`` (default False; also per instance,
+      ``layer.use_autograd = True``): ignore the hand-written ``backward``
+      and let autograd differentiate ``forward`` (forward-mode AD,
+      ``torch.func.jvp``, needs this: it does not go through a hand-written
+      backward).
+
+    **forward and nn.Module.** ``torch.nn.Module.forward`` returns the
+    output; the seed's (MATLAB's) ``forward`` returns ``(Z, memory)``. The
+    base class resolves the clash when a layer class is created: the
+    ``forward`` a class defines becomes its :meth:`training_forward`, and
+    :meth:`forward` stays the Module's: ``layer(X)`` (and ``layer.forward(X)``)
+    returns ``Z`` from ``training_forward`` in training mode and from
+    ``predict`` in inference mode (``layer.train()`` / ``layer.eval()``),
+    through ``torch.nn.Module.__call__``, so forward and forward-pre hooks,
+    full backward hooks, ``torch.compile`` and ``torch.func`` see the layer
+    as any module. Call ``layer.training_forward(X)`` for ``(Z, memory)``;
+    in a subclass, ``super().training_forward(X)`` (not
+    ``super().forward(X)``, which is the Module's) reaches the parent's.
+
+    **Gradient names.** In messages and in ``check_layer``'s report the
+    derivatives ``backward`` returns are named as in MATLAB: ``dLdX`` (or
+    ``dLdX1``, ``dLdX2``, ... for several inputs) and ``dLd<name>`` with the
+    learnable's name exactly as declared (``dLdalpha`` for ``self.alpha``,
+    ``dLdscale`` for ``self.scale``).
+
+    **Random initial values.** A layer whose initial values are random
+    should draw them in :meth:`initialize` (which the network calls when it
+    is built, under ``training_options(seed=...)`` once training starts
+    with a seed... and always after ``torch.manual_seed``), not in
+    ``__init__``, so that a seeded run is reproducible even when the layers
+    are constructed anew.
     """
 
     num_inputs: int = 1
@@ -158,6 +200,8 @@ class Layer(torch.nn.Module):
     couples_observations: bool = False
     is_stochastic: bool = False
     backward_uses: tuple[str, ...] = ("X", "Z", "memory")
+    backward_is_differentiable: bool = True
+    use_autograd: bool = False
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -194,12 +238,23 @@ class Layer(torch.nn.Module):
     def type(self, value: str) -> None:
         self.__dict__["_type"] = str(value)
 
+    @property
+    def label(self) -> str:
+        """How messages name the layer: ``'elu_1' (ELU)``, or the class name
+        alone for an unnamed layer. Every error about a layer uses it."""
+        return f"'{self.name}' ({type(self).__name__})" if self.name else type(self).__name__
+
     def __setattr__(self, key: str, value: Any) -> None:
         if isinstance(value, Learnable):
             self._declare_learnable(key, value)
+        elif isinstance(value, torch.nn.Parameter) and key not in self._parameters:
+            # a PyTorch user's `self.w = nn.Parameter(t)`: a learnable like
+            # Learnable(t), the same Parameter object (never silently untrained)
+            self._declare_learnable(key, Learnable(value, learnable=value.requires_grad),
+                                    parameter=value)
         elif isinstance(value, State):
             if key in self._parameters:
-                raise LayerError(f"layer '{self.name or type(self).__name__}': "
+                raise LayerError(f"layer {self.label}: "
                                  f"'{key}' is a Learnable and cannot become State")
             self.register_buffer(key, as_tensor(value.value, f"State '{key}'"))
         elif key == "name":
@@ -222,9 +277,10 @@ class Layer(torch.nn.Module):
         else:
             super().__setattr__(key, value)
 
-    def _declare_learnable(self, key: str, spec: Learnable) -> None:
-        value = as_tensor(spec.value, f"layer '{self.name or type(self).__name__}', "
-                                      f"Learnable '{key}'")
+    def _declare_learnable(self, key: str, spec: Learnable,
+                           parameter: torch.nn.Parameter | None = None) -> None:
+        value = parameter if parameter is not None else \
+            as_tensor(spec.value, f"layer {self.label}, Learnable '{key}'")
         for factor in ("learn_rate_factor", "l2_factor"):
             f = getattr(spec, factor)
             if not isinstance(f, (int, float)) or f < 0 or not np.isfinite(f):
@@ -232,7 +288,8 @@ class Layer(torch.nn.Module):
                                  f"got {f!r}")
         if key in self._buffers:
             del self._buffers[key]
-        self.register_parameter(key, torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
+        self.register_parameter(key, parameter if parameter is not None else
+                                torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
         self._factors[key] = _Factors(float(spec.learn_rate_factor), float(spec.l2_factor))
         if key not in self._learnable_order:
             self._learnable_order.append(key)
@@ -242,9 +299,28 @@ class Layer(torch.nn.Module):
     # ------------------------------------------------------------------
     @property
     def learnable_names(self) -> list[str]:
-        """Names of the declared learnables, in declaration order (the order
-        of ``backward``'s parameter derivatives)."""
-        return [k for k in self._learnable_order if k in self._parameters]
+        """Names of the learnables, in declaration order (the order of
+        ``backward``'s parameter derivatives): the declared ones
+        (:class:`Learnable` or ``torch.nn.Parameter`` attributes), then the
+        parameters of submodules assigned to the layer, by their dotted path
+        (``"proj.weight"`` for ``self.proj = torch.nn.Linear(...)``)."""
+        own = [k for k in self._learnable_order if k in self._parameters]
+        if not self._modules:
+            return own
+        return own + list(self._submodule_parameters())
+
+    def _submodule_parameters(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for mname, module in self._modules.items():
+            if module is None:
+                continue
+            for pname, p in module.named_parameters():
+                out[self._submodule_learnable_name(mname, pname)] = p
+        return out
+
+    def _submodule_learnable_name(self, module_name: str, parameter_name: str) -> str:
+        # ModuleLayer names its wrapped module's parameters without the prefix
+        return f"{module_name}.{parameter_name}"
 
     @property
     def state_names(self) -> list[str]:
@@ -253,46 +329,63 @@ class Layer(torch.nn.Module):
 
     def learnables(self) -> dict[str, torch.nn.Parameter]:
         """The learnables by name, in declaration order."""
-        return {k: self._parameters[k] for k in self.learnable_names}
+        own = {k: self._parameters[k] for k in self._learnable_order if k in self._parameters}
+        if self._modules:
+            own.update(self._submodule_parameters())
+        return own  # type: ignore[return-value]
+
+    def has_learnable(self, name: str) -> bool:
+        """Whether the layer has a learnable ``name`` yet. Layers that create
+        a learnable in :meth:`initialize` (once the input size is known) ask
+        this to see whether it was given or already created."""
+        return name in self._parameters or (bool(self._modules) and name in self.learnables())
+
+    def _learnable(self, name: str) -> torch.Tensor:
+        if name in self._parameters and name in self._learnable_order:
+            return self._parameters[name]  # type: ignore[return-value]
+        found = self._submodule_parameters().get(name) if self._modules else None
+        if found is None:
+            raise LayerError(f"layer {self.label} has no learnable "
+                             f"'{name}'; its learnables are {self.learnable_names}")
+        return found
 
     def _check_learnable(self, name: str) -> None:
-        if name not in self._parameters:
-            raise LayerError(f"layer '{self.name or type(self).__name__}' has no learnable "
-                             f"'{name}'; its learnables are {self.learnable_names}")
+        self._learnable(name)
+
+    def _factor(self, name: str) -> _Factors:
+        self._check_learnable(name)
+        return self._factors.get(name, _UNIT_FACTORS)
 
     def freeze(self, *names: str) -> "Layer":
         """Stop training the named learnables (all if none are named)."""
         for n in names or self.learnable_names:
-            self._check_learnable(n)
-            self._parameters[n].requires_grad_(False)
+            self._learnable(n).requires_grad_(False)
         return self
 
     def unfreeze(self, *names: str) -> "Layer":
         """Train the named learnables again (all if none are named)."""
         for n in names or self.learnable_names:
-            self._check_learnable(n)
-            self._parameters[n].requires_grad_(True)
+            self._learnable(n).requires_grad_(True)
         return self
 
     def is_learnable(self, name: str) -> bool:
         """Whether training currently updates the learnable ``name``."""
-        self._check_learnable(name)
-        return bool(self._parameters[name].requires_grad)
+        return bool(self._learnable(name).requires_grad)
 
     def learn_rate_factor(self, name: str) -> float:
-        self._check_learnable(name)
-        return self._factors[name].learn_rate_factor
+        """MATLAB's ``getLearnRateFactor``."""
+        return self._factor(name).learn_rate_factor
 
     def l2_factor(self, name: str) -> float:
-        self._check_learnable(name)
-        return self._factors[name].l2_factor
+        """MATLAB's ``getL2Factor``."""
+        return self._factor(name).l2_factor
 
     def set_learn_rate_factor(self, name: str, factor: float) -> "Layer":
         """MATLAB's ``setLearnRateFactor``; 0 keeps a parameter fixed."""
         self._check_learnable(name)
         if factor < 0:
             raise LayerError(f"set_learn_rate_factor('{name}'): expected >= 0, got {factor}")
-        self._factors[name] = dataclasses.replace(self._factors[name], learn_rate_factor=float(factor))
+        self._factors[name] = dataclasses.replace(self._factor(name), learn_rate_factor=float(factor))
         return self
 
     def set_l2_factor(self, name: str, factor: float) -> "Layer":
@@ -300,7 +393,7 @@ class Layer(torch.nn.Module):
         self._check_learnable(name)
         if factor < 0:
             raise LayerError(f"set_l2_factor('{name}'): expected >= 0, got {factor}")
-        self._factors[name] = dataclasses.replace(self._factors[name], l2_factor=float(factor))
+        self._factors[name] = dataclasses.replace(self._factor(name), l2_factor=float(factor))
         return self
 
     def needs_gradient(self, which: str | int) -> bool:
@@ -327,14 +420,21 @@ class Layer(torch.nn.Module):
     # the user-facing computation
     # ------------------------------------------------------------------
     def predict(self, *X: torch.Tensor):
-        raise NotImplementedError(
-            f"layer '{self.name or type(self).__name__}' ({type(self).__name__}) "
-            f"must define predict(self, X)")
+        raise NotImplementedError(f"layer {self.label} must define predict(self, X)")
+
+    def training_forward(self, *X: torch.Tensor):
+        """The training-time computation, ``(Z, memory)``: the ``forward``
+        a layer class defines (see "forward and nn.Module" in the class
+        docstring); by default predict's output and no memory."""
+        return self.predict(*X), None
 
     def forward(self, *X: torch.Tensor):  # type: ignore[override]
-        """Training-time computation: ``(Z, memory)``; by default predict's
-        output and no memory."""
-        return self.predict(*X), None
+        """``torch.nn.Module.forward``: the layer's output ``Z`` (a tuple for
+        several outputs), from ``training_forward`` in training mode (through
+        the hand-written ``backward`` when there is one) and ``predict`` in
+        inference mode (``self.training``). ``layer(X)`` runs this through
+        ``torch.nn.Module.__call__``, so hooks fire."""
+        return run_layer(self, X, training=self.training)
 
     def initialize(self, input_sizes: Sequence[tuple[int, ...]]) -> None:
         """Create learnables that depend on the input size (optional)."""
@@ -350,13 +450,6 @@ class Layer(torch.nn.Module):
     def backward(self, *args):
         raise NotImplementedError  # pragma: no cover - marker, see has_backward
 
-    # The Module's __call__ runs the layer as in training or inference
-    # according to ``self.training``, with a hand-written backward bridged
-    # into autograd; it returns only the output.
-    def __call__(self, *X: torch.Tensor):
-        from .autograd_bridge import run_layer  # local: avoids an import cycle
-        return run_layer(self, X, training=self.training)
-
     def __repr__(self) -> str:
         learn = ", ".join(f"{k}{tuple(p.shape)}{'' if p.requires_grad else ' frozen'}"
                           for k, p in self.learnables().items())
@@ -366,6 +459,18 @@ class Layer(torch.nn.Module):
     # constructed with. Captured automatically in __init_subclass__.
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # The seed's contract names the training computation `forward` and
+        # has it return (Z, memory); nn.Module's `forward` (what __call__,
+        # hooks, torch.compile and torch.func run) returns Z. The class's own
+        # `forward` becomes its `training_forward`, and Layer.forward stays
+        # the Module's forward.
+        if "forward" in cls.__dict__:
+            if "training_forward" in cls.__dict__:
+                raise LayerError(f"layer class {cls.__name__} defines both forward and "
+                                 f"training_forward: define one (forward is the "
+                                 f"training computation returning (Z, memory))")
+            cls.training_forward = cls.__dict__["forward"]
+            del cls.forward
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_layerlab_wrapped", False):
             return

@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer, Learnable
-from ._util import per_channel, positive_int, sum_per_channel
+from ._util import may_work_in_place, per_channel, positive_int, sum_per_channel
 
 __all__ = ["ReLU", "ELU", "LeakyReLU", "PReLU", "CReLU", "Tanh", "Sigmoid"]
 
@@ -91,7 +90,7 @@ class ELU(Layer):
 
     def _a(self, X):
         if X.dim() < 2 or self.alpha.numel() not in (1, X.shape[1]):
-            raise LayerError(f"layer {layer_label(self)}: alpha has {self.alpha.numel()} "
+            raise LayerError(f"layer {self.label}: alpha has {self.alpha.numel()} "
                              f"channels, got input of size {tuple(X.shape)}")
         return per_channel(self.alpha, X)
 
@@ -100,10 +99,13 @@ class ELU(Layer):
     # kernels below are few, mostly in place, and avoid boolean masks and
     # torch.where, which are several times slower than float arithmetic on
     # CPU (F.elu is too: it costs more than clamp + exp).
-    @staticmethod
-    def _exp_min_0_minus_1(X):
-        """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows."""
-        return X.clamp(max=0).exp_().sub_(1)
+    def _exp_min_0_minus_1(self, X):
+        """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows.
+        In place (one new tensor) only where autograd does not record it:
+        ``exp_`` would overwrite the output ``exp``'s derivative needs."""
+        if may_work_in_place(X, self.alpha):
+            return X.clamp(max=0).exp_().sub_(1)
+        return X.clamp(max=0).exp() - 1
 
     def predict(self, X):
         return torch.addcmul(torch.relu(X), self._a(X), self._exp_min_0_minus_1(X))
@@ -186,19 +188,19 @@ class LeakyReLU(Layer):
         (size,) = input_sizes
         if "scale" not in self._parameters:
             if len(size) < 1:
-                raise LayerError(f"layer {layer_label(self)}: expected input (C, ...) with "
+                raise LayerError(f"layer {self.label}: expected input (C, ...) with "
                                  f"channels, got input of size {tuple(size)}")
             self._create(size[0])
         elif self.scale.numel() not in (1, size[0] if size else -1):
-            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+            raise LayerError(f"layer {self.label}: scale has {self.scale.numel()} "
                              f"channels, got input of size {tuple(size)}")
 
     def _check(self, X):
         if "scale" not in self._parameters:
-            raise LayerError(f"layer {layer_label(self)}: the number of channels is not known "
+            raise LayerError(f"layer {self.label}: the number of channels is not known "
                              f"yet; give num_channels or put the layer in a network")
         if X.dim() < 2 or self.scale.numel() not in (1, X.shape[1]):
-            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+            raise LayerError(f"layer {self.label}: scale has {self.scale.numel()} "
                              f"channels, got input of size {tuple(X.shape)}")
 
     def predict(self, X):
@@ -228,7 +230,8 @@ class LeakyReLU(Layer):
             # on CPU, much faster than torch.where or a comparison.
             # in place: each new large tensor costs about a pass itself
             mask = memory.to(dLdZ.dtype) if X is None else X.sign().clamp_(min=0)
-            dLdX = mask.mul_(1 - a).add_(a).mul_(dLdZ)
+            slope = mask.mul_(1 - a).add_(a)
+            dLdX = slope.mul_(dLdZ) if may_work_in_place(dLdZ) else slope * dLdZ
         dLdScale = None
         if self.needs_gradient("scale"):
             g = sum_per_channel(X.clamp(max=0).mul_(dLdZ))
@@ -283,10 +286,9 @@ class CReLU(Layer):
 
     def predict(self, X):
         if X.dim() < 2:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, ...), "
+            raise LayerError(f"layer {self.label}: expected input (N, C, ...), "
                              f"got {tuple(X.shape)}")
-        if torch.is_grad_enabled() and X.requires_grad:
-            # autograd through predict: out= arguments are not differentiable
+        if not may_work_in_place(X):
             return torch.cat([torch.relu(X), torch.relu(X.neg())], dim=1)
         # write both halves in place: max(0, -X) = max(0, X) - X
         Z = X.new_empty((X.shape[0], 2 * X.shape[1], *X.shape[2:]))
@@ -294,9 +296,6 @@ class CReLU(Layer):
         torch.clamp(X, min=0, out=Zpos)
         torch.sub(Zpos, X, out=Zneg)
         return Z
-
-    def forward(self, X):
-        return self.predict(X), None
 
     # backward reads only X, half the size of Z: Z is not kept
     backward_uses = ("X",)

@@ -117,7 +117,7 @@ class LayerGraph:
             raise NetworkError(f"expected a layerlab.Layer, got {type(layer).__name__} "
                                f"({layer!r:.60})")
         if any(existing is layer for existing in self._layers.values()):
-            raise NetworkError(f"layer {layer.name or type(layer).__name__!r} was added twice; "
+            raise NetworkError(f"layer {layer.label} was added twice; "
                                f"use a separate layer object for each place")
         if not layer.name:
             base = default_layer_name(layer)
@@ -256,8 +256,8 @@ class LayerGraph:
         sources = self.input_sources(name)
         for port, src in zip(_input_ports(layer), sources):
             if src is None:
-                raise NetworkError(f"input '{name}/{port}' of layer {name!r} "
-                                   f"({type(layer).__name__}) is not connected")
+                raise NetworkError(f"input '{name}/{port}' of layer {layer.label} "
+                                   f"is not connected")
         return sources  # type: ignore[return-value]
 
     def topological_order(self, allow_unconnected: bool = False) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..autograd_bridge import layer_label, run_layer
+from ..autograd_bridge import run_layer
 from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 from .graph import LayerGraph
@@ -93,11 +93,11 @@ class Network(torch.nn.Module):
                         z = run_layer(layer, xs, training=False)
                     except LayerlabError as exc:
                         raise NetworkError(f"{exc}" if "layer '" in str(exc) else
-                                           f"layer {layer_label(layer)}: {exc}") from exc
+                                           f"layer {layer.label}: {exc}") from exc
                     except Exception as exc:  # noqa: BLE001 - user code: add context
                         desc = ", ".join(str(s) for s in sizes)
                         raise NetworkError(
-                            f"layer {layer_label(layer)} cannot take input of size {desc}"
+                            f"layer {layer.label} cannot take input of size {desc}"
                             f"{where}: {type(exc).__name__}: {exc}") from exc
                     zs = z if isinstance(z, tuple) else (z,)
                     outputs.append(zs)
@@ -168,7 +168,6 @@ class Network(torch.nn.Module):
         if stop is None:
             stop = len(self.layers) - (1 if self.output_layer is not None else 0)
         values: list[Any] = [None] * stop
-        training = self.training
         for i in range(stop):
             layer = self.layers[i]
             srcs = self._plan[i]
@@ -177,7 +176,9 @@ class Network(torch.nn.Module):
             else:
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
-            values[i] = run_layer(layer, xs, training)
+            # through nn.Module.__call__ (hooks fire); each layer runs in its
+            # own mode, which net.train() / net.eval() set
+            values[i] = layer(*xs)
         return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
@@ -243,7 +244,7 @@ def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:
         return layers
     if isinstance(layers, Layer):
         raise NetworkError("expected a list of layers, got a single layer "
-                           f"{layer_label(layers)}: wrap it in [ ]")
+                           f"{layers.label}: wrap it in [ ]")
     if not isinstance(layers, (LayerGraph, list, tuple)):
         raise NetworkError(f"expected a list of layers or a LayerGraph, "
                            f"got {type(layers).__name__}")
