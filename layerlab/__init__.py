@@ -21,6 +21,7 @@ from .layers import (Addition, AveragePooling2d, Concatenation, CReLU, Dropout, 
                      FullyConnectedMaxout, GlobalAveragePooling2d, LayerNormalization,
                      LeakyReLU, Maxout, MaxPooling2d, PReLU, Regression, Sigmoid,
                      SpatialDropout, Tanh)
+from .layers import ModuleLayer
 from .network import Block, LayerGraph, Network, residual_block, summary
 from .training import TrainingInfo, TrainingOptions, train_network, training_options
 from .inference import classify, predict
@@ -47,4 +48,5 @@ __all__ = [
     "TrainingError", "PersistenceError",
     "save", "load", "export_onnx", "activations", "plot_training",
     "check_layer", "CheckReport",
+    "ModuleLayer",
 ]

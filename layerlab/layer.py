@@ -324,8 +324,14 @@ class Layer(torch.nn.Module):
 
     @property
     def state_names(self) -> list[str]:
-        """Names of the declared :class:`State` tensors."""
-        return list(self._buffers.keys())
+        """Names of the declared :class:`State` tensors, then the buffers of
+        submodules (by dotted path, as learnables)."""
+        own = list(self._buffers.keys())
+        for mname, module in self._modules.items():
+            if module is not None:
+                own += [self._submodule_learnable_name(mname, b)
+                        for b, _ in module.named_buffers()]
+        return own
 
     def learnables(self) -> dict[str, torch.nn.Parameter]:
         """The learnables by name, in declaration order."""

@@ -186,7 +186,7 @@ class LeakyReLU(Layer):
 
     def initialize(self, input_sizes):
         (size,) = input_sizes
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             if len(size) < 1:
                 raise LayerError(f"layer {self.label}: expected input (C, ...) with "
                                  f"channels, got input of size {tuple(size)}")
@@ -196,7 +196,7 @@ class LeakyReLU(Layer):
                              f"channels, got input of size {tuple(size)}")
 
     def _check(self, X):
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             raise LayerError(f"layer {self.label}: the number of channels is not known "
                              f"yet; give num_channels or put the layer in a network")
         if X.dim() < 2 or self.scale.numel() not in (1, X.shape[1]):

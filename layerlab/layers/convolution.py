@@ -72,7 +72,7 @@ class Convolution2d(Layer):
         if len(size) != 3:
             raise LayerError(f"layer {self.label}: expected images (C, H, W), "
                              f"got input of size {size}")
-        if "weights" not in self._parameters:
+        if not self.has_learnable("weights"):
             self._create(size[0])
         elif self.weights.shape[1] != size[0]:
             raise LayerError(f"layer {self.label}: weights expect "

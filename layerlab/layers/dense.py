@@ -39,7 +39,7 @@ class DenseLayer(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         d = math.prod(size)
-        if "weights" not in self._parameters:
+        if not self.has_learnable("weights"):
             self._create(d)
         elif self.weights.shape[1] != d:
             raise LayerError(f"layer {self.label}: weights expect {self.weights.shape[1]} "

@@ -47,14 +47,14 @@ class _AffinePerChannel(Layer):
         if len(size) < 1:
             raise LayerError(f"layer {self.label}: expected input (C, ...) with "
                              f"channels, got input of size {tuple(size)}")
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             self._create(size[0])
         elif self.scale.shape[0] != size[0]:
             raise LayerError(f"layer {self.label}: has {self.scale.shape[0]} channels, "
                              f"got input of size {tuple(size)}")
 
     def _check(self, X):
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             raise LayerError(f"layer {self.label}: the number of channels is not known "
                              f"yet; give num_channels or put the layer in a network")
         if X.dim() < 2 or X.shape[1] != self.scale.shape[0]:

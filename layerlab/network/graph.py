@@ -25,6 +25,8 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
+import torch
+
 from ..errors import NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 
@@ -33,8 +35,18 @@ __all__ = ["LayerGraph", "Block", "default_layer_name"]
 
 def default_layer_name(layer: Layer) -> str:
     """The base of a layer's automatic name: ``Convolution2d`` -> ``convolution2d``."""
-    base = getattr(type(layer), "default_name", None) or type(layer).__name__
+    base = getattr(layer, "default_name", None) or type(layer).__name__
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base).lower()
+
+
+def as_layer(item):
+    """A layer for an item of a layer list: a ``torch.nn.Module`` that is
+    not a layerlab layer is wrapped in a :class:`~layerlab.ModuleLayer`;
+    anything else is returned as is (and refused by the caller)."""
+    if isinstance(item, torch.nn.Module) and not isinstance(item, Layer):
+        from ..layers.module import ModuleLayer  # the layers package imports network-free modules
+        return ModuleLayer(item)
+    return item
 
 
 def _input_ports(layer: Layer) -> list[str]:
@@ -69,6 +81,7 @@ class Block:
     default_name: str = "block"
 
     def __post_init__(self):
+        self.layers = {role: as_layer(layer) for role, layer in self.layers.items()}
         for role, layer in self.layers.items():
             if not isinstance(layer, Layer):
                 raise NetworkError(f"Block: layer {role!r} is a {type(layer).__name__}, "
@@ -113,6 +126,7 @@ class LayerGraph:
                                f"{list(self._layers)}") from None
 
     def _add(self, layer: Layer) -> str:
+        layer = as_layer(layer)
         if not isinstance(layer, Layer):
             raise NetworkError(f"expected a layerlab.Layer, got {type(layer).__name__} "
                                f"({layer!r:.60})")
@@ -133,15 +147,17 @@ class LayerGraph:
     def add_layers(self, layers: Iterable[Layer | Block] | Layer | Block) -> "LayerGraph":
         """Add layers (or blocks), connected one after another (not to
         existing layers). Returns the graph."""
-        if isinstance(layers, (Layer, Block)):
+        if isinstance(layers, (torch.nn.Module, Block)):
             layers = [layers]
         if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
             raise NetworkError(f"expected a list of layers, got {type(layers).__name__}")
         prev = None
         for i, item in enumerate(layers):
+            item = as_layer(item)
             if not isinstance(item, (Layer, Block)):
                 raise NetworkError(f"layers[{i}] is a {type(item).__name__} ({item!r:.60}), not "
-                                   f"a layerlab.Layer (or a Block such as residual_block())")
+                                   f"a layerlab.Layer, a torch.nn.Module or a Block such as "
+                                   f"residual_block()")
             if isinstance(item, Block):
                 entries, exit_name = self._add_block(item)
                 if prev is not None:

@@ -19,7 +19,31 @@ from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 from .graph import LayerGraph
 
-__all__ = ["Network", "as_network"]
+__all__ = ["Network", "as_network", "probe_layer"]
+
+
+def probe_layer(layer: Layer, xs: Sequence[torch.Tensor], device: torch.device | None = None,
+                where: str = "") -> tuple[torch.Tensor, ...]:
+    """Initialise ``layer`` for inputs ``xs`` (a small batch each) and run its
+    ``predict`` on them (no hooks, no autograd): its outputs, as a tuple. A
+    failure is a :class:`NetworkError` naming the layer and the input sizes
+    (``where`` says where they came from). Used to size networks and by
+    :func:`~layerlab.summary`."""
+    sizes = [tuple(x.shape[1:]) for x in xs]
+    try:
+        with torch.no_grad():
+            layer.initialize(sizes)
+            if device is not None:
+                layer.to(device)
+            z = run_layer(layer, tuple(xs), training=False)
+    except LayerlabError as exc:
+        raise NetworkError(f"{exc}" if "layer '" in str(exc) else
+                           f"layer {layer.label}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - user code: add context
+        desc = ", ".join(str(s) for s in sizes)
+        raise NetworkError(f"layer {layer.label} cannot take input of size {desc}"
+                           f"{where}: {type(exc).__name__}: {exc}") from exc
+    return z if isinstance(z, tuple) else (z,)
 
 
 class Network(torch.nn.Module):
@@ -82,26 +106,12 @@ class Network(torch.nn.Module):
                         xs = (x,)
                     else:
                         xs = tuple(outputs[j][k] for j, k in srcs)
-                    sizes = [tuple(x.shape[1:]) for x in xs]
                     where = "" if not srcs else " from " + ", ".join(
                         f"'{self.layers[j].name}'" for j, _ in srcs)
-                    try:
-                        layer.initialize(sizes)
-                        p = next(iter(self.parameters()), None)
-                        if p is not None:
-                            layer.to(p.device)
-                        z = run_layer(layer, xs, training=False)
-                    except LayerlabError as exc:
-                        raise NetworkError(f"{exc}" if "layer '" in str(exc) else
-                                           f"layer {layer.label}: {exc}") from exc
-                    except Exception as exc:  # noqa: BLE001 - user code: add context
-                        desc = ", ".join(str(s) for s in sizes)
-                        raise NetworkError(
-                            f"layer {layer.label} cannot take input of size {desc}"
-                            f"{where}: {type(exc).__name__}: {exc}") from exc
-                    zs = z if isinstance(z, tuple) else (z,)
-                    outputs.append(zs)
-                    self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in zs)
+                    p = next(iter(self.parameters()), None)
+                    z = probe_layer(layer, xs, p.device if p is not None else None, where)
+                    outputs.append(z)
+                    self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in z)
         finally:
             self.train(was_training)
 
