@@ -206,19 +206,6 @@ class _HandWrittenBackward(torch.autograd.Function):
         dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
         return (None, None, None, *dW)
 
-    @staticmethod
-    def jvp(ctx, *tangents):  # pragma: no cover - see _forward_mode_error
-        raise _forward_mode_error(ctx.layer)
-
-
-def _forward_mode_error(layer) -> LayerError:
-    return LayerError(
-        f"layer {layer.label}: forward-mode differentiation (torch.func.jvp, "
-        f"torch.autograd.forward_ad) does not go through a hand-written backward; use "
-        f"reverse mode (torch.func.grad / jacrev / vjp), or let autograd differentiate "
-        f"the layer's forward: layer.use_autograd = True")
-
-
 def _floating(memory: Any) -> bool:
     tensors: list[torch.Tensor] = []
     _flatten(memory, tensors)
@@ -318,7 +305,15 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
     params = list(layer.learnables().values())
     if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
             any(p.requires_grad for p in params) or any(x.requires_grad for x in X)):
-        out = _HandWrittenBackward.apply(layer, len(X), _Box(), *X, *params)
+        try:
+            out = _HandWrittenBackward.apply(layer, len(X), _Box(), *X, *params)
+        except (NotImplementedError, RuntimeError) as exc:
+            if "jvp" not in str(exc):
+                raise
+            # forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) does
+            # not go through a hand-written backward (a custom jvp would
+            # break torch.compile's graph): autograd differentiates forward
+            return _unpack_forward(layer, layer.training_forward(*X))[0]
         n = layer.num_outputs
         return out[0] if n == 1 else tuple(out[:n])
     Z, _ = _unpack_forward(layer, layer.training_forward(*X))

@@ -163,9 +163,9 @@ class Layer(torch.nn.Module):
       giving a wrong number.
     * ``use_autograd`` (default False; also per instance,
       ``layer.use_autograd = True``): ignore the hand-written ``backward``
-      and let autograd differentiate ``forward`` (forward-mode AD,
-      ``torch.func.jvp``, needs this: it does not go through a hand-written
-      backward).
+      and let autograd differentiate ``forward``. Forward-mode AD
+      (``torch.func.jvp``, ``torch.autograd.forward_ad``) does so by itself:
+      it cannot go through a hand-written backward.
 
     **forward and nn.Module.** ``torch.nn.Module.forward`` returns the
     output; the seed's (MATLAB's) ``forward`` returns ``(Z, memory)``. The

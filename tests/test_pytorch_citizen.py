@@ -152,15 +152,18 @@ def test_a_non_differentiable_backward_gives_a_clear_error():
         torch.autograd.grad(layer(X).sum(), X, create_graph=True)
 
 
-def test_forward_mode_gives_a_clear_error_or_differentiates_forward():
+def test_forward_mode_differentiates_forward():
     layer = ll.ELU(3, name="e").train()
     X, T = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
-    with pytest.raises(Exception, match="'e'.*forward-mode"):
-        torch.func.jvp(layer, (X,), (T,))
-    layer.use_autograd = True
-    _, t = torch.func.jvp(layer, (X,), (T,))
     _, tr = torch.func.jvp(lambda x: elu_composite(x, layer.alpha.detach()), (X,), (T,))
+    _, t = torch.func.jvp(layer, (X,), (T,))
     torch.testing.assert_close(t, tr)
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        t2 = fwAD.unpack_dual(layer(fwAD.make_dual(X, T))).tangent
+    torch.testing.assert_close(t2, tr)
+    layer.use_autograd = True           # or explicitly
+    torch.testing.assert_close(torch.func.jvp(layer, (X,), (T,))[1], tr)
 
 
 # ---- 3. gradients in every mode ---------------------------------------------
@@ -220,3 +223,40 @@ def test_nn_parameter_in_a_user_layer_is_trained():
     layer = trained.layers[1]
     assert not torch.equal(layer.w.detach(), w0)
     assert not torch.equal(layer.proj.bias.detach(), b0)
+
+
+# ---- 3b. torch.compile ---------------------------------------------------------
+def _builtin_zoo(dropout: bool):
+    return ll.Network([
+        ll.ImageInput((2, 8, 8)), ll.Convolution2d(3, 4, padding="same"),
+        ll.BatchNormalization(backward="formula"), ll.ELU(4), ll.PReLU(),
+        ll.CReLU(), ll.Maxout(2), ll.LeakyReLU(), ll.MaxPooling2d(2),
+        ll.BatchNormalization(), *([ll.Dropout(0.3)] if dropout else []),
+        ll.AveragePooling2d(2), ll.FullyConnected(3), ll.Tanh(), ll.FullyConnected(3),
+        ll.Softmax(), ll.Classification()])
+
+
+@pytest.mark.slow
+def test_builtin_layers_compile_without_graph_breaks_and_match_eager():
+    import copy
+    torch.manual_seed(0)
+    net = _builtin_zoo(dropout=True)
+    X = torch.randn(4, 2, 8, 8)
+    for mode in (True, False):
+        explained = torch._dynamo.explain(net.train(mode))(X)
+        assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()
+    net = _builtin_zoo(dropout=False)
+    eager = copy.deepcopy(net)
+    compiled = torch.compile(net, backend="aot_eager", dynamic=False)
+    for mode in (True, False):
+        net.train(mode), eager.train(mode)
+        Xc, Xe = X.clone().requires_grad_(), X.clone().requires_grad_()
+        Yc, Ye = compiled(Xc), eager(Xe)
+        torch.testing.assert_close(Yc, Ye)
+        Yc[:, 1].sum().backward()
+        Ye[:, 1].sum().backward()
+        torch.testing.assert_close(Xc.grad, Xe.grad)
+        for p, q in zip(net.parameters(), eager.parameters()):
+            torch.testing.assert_close(p.grad, q.grad)
+            p.grad = q.grad = None
