@@ -260,3 +260,39 @@ def test_builtin_layers_compile_without_graph_breaks_and_match_eager():
         for p, q in zip(net.parameters(), eager.parameters()):
             torch.testing.assert_close(p.grad, q.grad)
             p.grad = q.grad = None
+
+
+# ---- 6. the network in a plain PyTorch loop -----------------------------------
+def test_plain_torch_sgd_loop_reaches_the_weights_of_train_network():
+    import copy
+    torch.manual_seed(0)
+    net = ll.Network([ll.FeatureInput(4, normalization="none"), ll.FullyConnected(8),
+                      ll.ELU(8), ll.FullyConnected(3), ll.Softmax(), ll.Classification()])
+    net.layers[1].set_learn_rate_factor("bias", 2.0)
+    X, labels = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    plain = copy.deepcopy(net)
+    opts = ll.training_options("sgdm", initial_learn_rate=0.05, momentum=0.9,
+                               l2_regularization=1e-3, mini_batch_size=16, max_epochs=3,
+                               shuffle="never", verbose=False, check_layers=False)
+    trained, _ = ll.train_network(X, labels, net, opts)
+
+    # what a PyTorch user writes: torch.optim.SGD, one parameter group per
+    # learnable with its learn-rate and L2 factors; net(X) is the softmax's
+    # output (the loss layer's input) in training mode
+    groups = [{"params": [p], "lr": 0.05 * layer.learn_rate_factor(name),
+               "weight_decay": 1e-3 * layer.l2_factor(name)}
+              for layer in plain.layers for name, p in layer.learnables().items()]
+    sgd = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
+    plain.output_layer.classes = trained.output_layer.classes
+    T = plain.output_layer.prepare_targets(labels, 64)
+    plain.train()
+    for _ in range(3):
+        for b in range(4):
+            rows = slice(16 * b, 16 * (b + 1))
+            loss = torch.nn.functional.nll_loss(plain(X[rows]).log(), labels[rows])
+            torch.testing.assert_close(loss, plain.loss(plain(X[rows]), T[rows]))
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+    for p, q in zip(plain.parameters(), trained.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
