@@ -83,12 +83,25 @@ class Learnable:
             parameter (MATLAB's ``setLearnRateFactor``).
         l2_factor: multiplies the global L2 regularization for this
             parameter (MATLAB's ``setL2Factor``).
+        draw: for a random initial value, the function that draws it
+            (``lambda: torch.rand(c)``). The value is drawn now, and drawn
+            again when a network is built from the layer (under
+            ``training_options(seed=...)`` when ``train_network`` builds it,
+            or after your ``torch.manual_seed``), unless it was set since
+            (assigned, or loaded with ``load_state_dict``): so a seeded run
+            is reproducible even when the layers are constructed anew.
+            ``value`` may be omitted when ``draw`` is given.
+
+    Examples::
+
+        self.alpha = Learnable(draw=lambda: torch.rand(num_channels))
     """
 
-    value: Any
+    value: Any = None
     learnable: bool = True
     learn_rate_factor: float = 1.0
     l2_factor: float = 1.0
+    draw: Any = None
 
 
 @dataclasses.dataclass
@@ -186,12 +199,15 @@ class Layer(torch.nn.Module):
     learnable's name exactly as declared (``dLdalpha`` for ``self.alpha``,
     ``dLdscale`` for ``self.scale``).
 
-    **Random initial values.** A layer whose initial values are random
-    should draw them in :meth:`initialize` (which the network calls when it
-    is built, under ``training_options(seed=...)`` once training starts
-    with a seed... and always after ``torch.manual_seed``), not in
-    ``__init__``, so that a seeded run is reproducible even when the layers
-    are constructed anew.
+    **Random initial values.** Draw them when the network is built, not
+    when the layer is constructed, so that ``training_options(seed=...)``
+    makes a run reproducible even when the layers are constructed anew:
+    declare ``Learnable(draw=lambda: torch.rand(c))`` (drawn at construction
+    and drawn again, once, when a network is built), or create the learnable
+    in :meth:`initialize`, which the network calls when it is built (as the
+    built-in convolution does once it knows its input channels).
+    ``train_network`` seeds before it builds the network from a list of
+    layers.
     """
 
     num_inputs: int = 1
@@ -211,7 +227,9 @@ class Layer(torch.nn.Module):
         torch.nn.Module.__init__(self)
         object.__setattr__(self, "_factors", {})
         object.__setattr__(self, "_learnable_order", [])
-        object.__setattr__(self, "_initialized_sizes", None)
+        object.__setattr__(self, "_draws", {})
+        # values loaded from a state dict are not redrawn
+        self.register_load_state_dict_post_hook(lambda module, keys: module._draws.clear())
         object.__setattr__(self, "_needs", None)
         object.__setattr__(self, "name", "")
         object.__setattr__(self, "description", "")
@@ -267,6 +285,8 @@ class Layer(torch.nn.Module):
         elif key in self._parameters and isinstance(value, torch.Tensor) \
                 and not isinstance(value, torch.nn.Parameter):
             # `self.alpha = tensor` on an existing learnable keeps it learnable
+            # (and is not redrawn: see Learnable's draw)
+            self._draws.pop(key, None)
             with torch.no_grad():
                 param = self._parameters[key]
                 if param.shape != value.shape:
@@ -279,8 +299,18 @@ class Layer(torch.nn.Module):
 
     def _declare_learnable(self, key: str, spec: Learnable,
                            parameter: torch.nn.Parameter | None = None) -> None:
+        if spec.draw is not None and not callable(spec.draw):
+            raise LayerError(f"layer {self.label}, Learnable '{key}': draw must be a "
+                             f"function returning the initial value, got {spec.draw!r:.60}")
+        if spec.value is None and spec.draw is None and parameter is None:
+            raise LayerError(f"layer {self.label}, Learnable '{key}': give a value or draw")
+        raw = spec.draw() if spec.value is None and parameter is None else spec.value
         value = parameter if parameter is not None else \
-            as_tensor(spec.value, f"layer {self.label}, Learnable '{key}'")
+            as_tensor(raw, f"layer {self.label}, Learnable '{key}'")
+        if spec.draw is not None:
+            self._draws[key] = spec.draw
+        else:
+            self._draws.pop(key, None)
         for factor in ("learn_rate_factor", "l2_factor"):
             f = getattr(spec, factor)
             if not isinstance(f, (int, float)) or f < 0 or not np.isfinite(f):
@@ -444,6 +474,18 @@ class Layer(torch.nn.Module):
 
     def initialize(self, input_sizes: Sequence[tuple[int, ...]]) -> None:
         """Create learnables that depend on the input size (optional)."""
+
+    def draw_initial_values(self) -> None:
+        """Draw again the learnables declared with ``Learnable(draw=...)``
+        that were not set since. A network calls it when it is built, before
+        :meth:`initialize`; each value is drawn once."""
+        draws, self._draws = self._draws, {}
+        for key, draw in draws.items():
+            if key in self._parameters:
+                param = self._parameters[key]
+                value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
+                with torch.no_grad():
+                    param.copy_(value.to(param.device, param.dtype).reshape(param.shape))
 
     @property
     def has_backward(self) -> bool:

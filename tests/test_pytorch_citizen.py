@@ -296,3 +296,29 @@ def test_plain_torch_sgd_loop_reaches_the_weights_of_train_network():
             sgd.step()
     for p, q in zip(plain.parameters(), trained.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+# ---- issue 17: reproducible initial values -------------------------------------
+def test_elu_alpha_is_drawn_under_the_training_seed_when_layers_are_built_anew():
+    def run():
+        torch.randn(7)       # the global RNG is somewhere else each time
+        layers = [ll.FeatureInput(3, normalization="none"), ll.FullyConnected(4), ll.ELU(4),
+                  ll.FullyConnected(2), ll.Softmax(), ll.Classification()]
+        opts = ll.training_options("sgdm", max_epochs=1, mini_batch_size=8, seed=3,
+                                   verbose=False, check_layers=False)
+        X, Y = torch.linspace(-1, 1, 48).view(16, 3), torch.arange(16) % 2
+        net, _ = ll.train_network(X, Y, layers, opts)
+        return net.layers[2].alpha.detach().clone()
+
+    torch.testing.assert_close(run(), run(), rtol=0, atol=0)
+
+
+def test_a_set_or_loaded_alpha_is_not_redrawn():
+    elu = ll.ELU(3)
+    elu.alpha = torch.tensor([0.1, 0.2, 0.3])
+    ll.Network([ll.FeatureInput(3), elu])
+    torch.testing.assert_close(elu.alpha.detach(), torch.tensor([0.1, 0.2, 0.3]))
+    other = ll.ELU(3)
+    other.load_state_dict({"alpha": torch.tensor([0.5, 0.5, 0.5])})
+    ll.Network([ll.FeatureInput(3), other])
+    torch.testing.assert_close(other.alpha.detach(), torch.full((3,), 0.5))

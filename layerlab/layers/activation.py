@@ -13,6 +13,8 @@ on CPU those are several times slower than arithmetic (``bench/layers.py``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -52,7 +54,9 @@ class ELU(Layer):
 
     Args:
         num_channels: ``C``: one alpha per channel, initialised uniformly in
-            [0, 1) as in the seed post, learnable by default. Omitted: one
+            [0, 1) as in the seed post (drawn again when the network is
+            built, so ``training_options(seed=...)`` fixes it), learnable by
+            default. Omitted: one
             alpha shared by all channels.
         alpha: the initial (or fixed) value when ``num_channels`` is omitted,
             default 1.0.
@@ -77,16 +81,18 @@ class ELU(Layer):
         super().__init__(name=name, type="Exponential Linear Unit")
         if num_channels is not None:
             c = positive_int(num_channels, "ELU num_channels")
-            value = torch.rand(c)
+            # drawn again when the network is built (under the training seed)
+            spec = Learnable(draw=functools.partial(torch.rand, c))
             self.description = f"Exponential linear unit with {c} channels"
         else:
             if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
                 raise LayerError(f"ELU alpha: expected a number, got {alpha!r}")
-            value = torch.tensor([float(alpha)])
+            spec = Learnable(torch.tensor([float(alpha)]))
             self.description = f"Exponential linear unit with alpha: {alpha}"
         if learnable is None:
             learnable = num_channels is not None
-        self.alpha = Learnable(value, learnable=bool(learnable))
+        spec.learnable = bool(learnable)
+        self.alpha = spec
 
     def _a(self, X):
         if X.dim() < 2 or self.alpha.numel() not in (1, X.shape[1]):

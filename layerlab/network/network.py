@@ -32,6 +32,7 @@ def probe_layer(layer: Layer, xs: Sequence[torch.Tensor], device: torch.device |
     sizes = [tuple(x.shape[1:]) for x in xs]
     try:
         with torch.no_grad():
+            layer.draw_initial_values()
             layer.initialize(sizes)
             if device is not None:
                 layer.to(device)
