@@ -26,7 +26,8 @@ from .network import Block, LayerGraph, Network, residual_block, summary
 from .training import TrainingInfo, TrainingOptions, train_network, training_options
 from .inference import classify, predict
 from .persistence import export_onnx, load, save
-from .checking import CheckReport, check_layer
+from .checking import CheckReport, check_function, check_layer
+from . import testing
 from .inspection import activations
 from .training.plots import plot_training
 from . import datasets
