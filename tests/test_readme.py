@@ -35,7 +35,8 @@ def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys):
 
 
 def test_readme_graph_example_builds_valid_networks(capsys):
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    code = next(c for c in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                if "ll.LayerGraph(" in c)
     namespace: dict = {"ll": ll}                      # imported by the first example
     exec(compile(code, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
@@ -43,3 +44,16 @@ def test_readme_graph_example_builds_valid_networks(capsys):
     net = ll.Network(namespace["g"])                   # validates the skip connection
     assert ("r1/out", "add/in2") in namespace["g"].connections
     assert sum(p.numel() for p in net.parameters()) == 63394
+
+
+def test_readme_pytorch_example_runs(capsys):
+    code = next(c for c in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                if "torch.func" in c)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert "ELU output (8, 4, 6, 6)" in capsys.readouterr().out
+    assert namespace["per_sample"].shape == (8, 4)
+    assert namespace["elu"].alpha.grad is not None            # the penalty reached alpha
+    net = namespace["net"]
+    assert net.layer("conv2d_1").learn_rate_factor("bias") == 2.0
+    assert net.sizes["lazy_linear_1"] == ((10,),)
