@@ -99,9 +99,15 @@ def check_inputs_unchanged(s: Subject) -> CheckResult:
             problems.append(f"backward modified its argument {n} in place")
         what = "predict, forward and backward leave X, Z and dLdZ unchanged"
     else:
-        dLdZ = s.output_gradients(s.forward(layer, X)[0])
+        dLdZ = s.output_gradients(s.forward(layer, [x.clone() for x in X])[0])
         before = _clones(list(X) + list(dLdZ))
-        s.training_gradients(layer, X, dLdZ)
+        try:
+            s.training_gradients(layer, X, dLdZ)
+        except RuntimeError as exc:
+            if "in-place operation" not in str(exc):
+                raise
+            problems.append(f"the training forward works in place on its input, which "
+                            f"autograd refuses: {describe_exception(exc)}")
         names = list(x_names) + [f"dLdZ{i + 1}" if len(dLdZ) > 1 else "dLdZ"
                                  for i in range(len(dLdZ))]
         for n in _changed(names, before, list(X) + list(dLdZ)):

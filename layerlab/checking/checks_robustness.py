@@ -140,11 +140,11 @@ def check_extreme_inputs(s: Subject) -> CheckResult:
 # memory_layouts
 # ---------------------------------------------------------------------------
 def _strided(x: torch.Tensor) -> torch.Tensor:
-    """``x``'s values in a non-contiguous tensor (every other element of a
-    wider one)."""
-    wide = torch.zeros(*x.shape, 2, dtype=x.dtype, device=x.device)
-    wide[..., 0] = x
-    return wide[..., 0]
+    """``x``'s values in a non-contiguous tensor: a slice of a wider one
+    (its rows padded by one element), so that no view flattens it."""
+    wide = torch.zeros(*x.shape[:-1], x.shape[-1] + 1, dtype=x.dtype, device=x.device)
+    wide[..., :-1] = x
+    return wide[..., :-1]
 
 
 def _layouts(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
