@@ -570,7 +570,8 @@ class OutputLayer(Layer):
     """A network's loss layer (the last layer).
 
     Implements ``loss(Y, T)``: a scalar, the mean over the mini-batch, from
-    the network's output ``Y`` and targets ``T``; ``prepare_targets(Y, n)``:
+    the network's output ``Y`` and targets ``T`` (``net.loss(net(X), T)`` in a
+    plain PyTorch loop); ``prepare_targets(Y, n)``:
     the user's targets (labels, values) as a tensor for ``n`` observations;
     and ``metric(Y, T)``: the figure the training table shows (``metric_name``
     names it; ``metric_is_percentage`` shows it as a percentage).
@@ -581,6 +582,19 @@ class OutputLayer(Layer):
 
     def predict(self, X):
         return X
+
+    def takes_logits_from(self, layer: Layer) -> bool:
+        """Optional: whether training may skip ``layer`` (the one feeding
+        this output layer) and compute the loss from its input with
+        :meth:`loss_from_logits` instead, e.g. a softmax before a
+        cross-entropy (exact, more accurate and faster). Default False."""
+        return False
+
+    def loss_from_logits(self, logits: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        """Optional, with :meth:`takes_logits_from`: the loss from the input
+        of the layer that feeds this one (the logits), equal to
+        ``loss(that_layer(logits), T)``."""
+        raise NotImplementedError(f"output layer {type(self).__name__} takes no logits")
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"output layer {type(self).__name__} must define loss(Y, T)")

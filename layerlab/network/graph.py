@@ -251,14 +251,19 @@ class LayerGraph:
         return self
 
     # -- analysis --------------------------------------------------------
-    def input_sources(self, name: str) -> list[tuple[str, int] | None]:
-        """For each input of layer ``name``: (source layer, output index),
-        or ``None`` where the input is not connected."""
+    def sources(self, name: str, allow_unconnected: bool = False
+                ) -> list[tuple[str, int] | None]:
+        """For each input of layer ``name``: (source layer, output index).
+        An input that is not connected raises a :class:`NetworkError`, or,
+        with ``allow_unconnected``, gives ``None``."""
         layer = self.layer(name)
         out: list[tuple[str, int] | None] = []
         for port in _input_ports(layer):
             src = self._edges.get(f"{name}/{port}")
             if src is None:
+                if not allow_unconnected:
+                    raise NetworkError(f"input '{name}/{port}' of layer {layer.label} "
+                                       f"is not connected")
                 out.append(None)
                 continue
             sname, sport = src.split("/")
@@ -266,15 +271,9 @@ class LayerGraph:
         return out
 
     def sources_of(self, name: str) -> list[tuple[str, int]]:
-        """For each input of layer ``name``: (source layer, output index);
-        raises a :class:`NetworkError` for an input that is not connected."""
-        layer = self.layer(name)
-        sources = self.input_sources(name)
-        for port, src in zip(_input_ports(layer), sources):
-            if src is None:
-                raise NetworkError(f"input '{name}/{port}' of layer {layer.label} "
-                                   f"is not connected")
-        return sources  # type: ignore[return-value]
+        """Deprecated spelling of ``sources(name)`` (kept until
+        ``layerlab.checking`` moves to it)."""
+        return self.sources(name)  # type: ignore[return-value]
 
     def topological_order(self, allow_unconnected: bool = False) -> list[str]:
         """Layer names so that every layer comes after its sources; raises a
@@ -283,7 +282,7 @@ class LayerGraph:
         def sources(n: str) -> list[str]:
             if isinstance(self._layers[n], InputLayer):
                 return []
-            srcs = self.input_sources(n) if allow_unconnected else self.sources_of(n)
+            srcs = self.sources(n, allow_unconnected)
             return [s[0] for s in srcs if s is not None]
 
         deps = {n: sources(n) for n in self._layers}

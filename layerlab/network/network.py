@@ -73,7 +73,7 @@ class Network(torch.nn.Module):
         for n in order:
             layer = graph.layer(n)
             srcs = () if isinstance(layer, InputLayer) else tuple(
-                (index[s], k) for s, k in graph.sources_of(n))
+                (index[s], k) for s, k in graph.sources(n))
             self._plan.append(srcs)
         inputs = [l for l in self.layers if isinstance(l, InputLayer)]
         if len(inputs) != 1:
@@ -82,13 +82,12 @@ class Network(torch.nn.Module):
         self.input_layer: InputLayer = inputs[0]
         last = self.layers[-1]
         self.output_layer: OutputLayer | None = last if isinstance(last, OutputLayer) else None
-        # Softmax followed by cross-entropy: training takes the loss from the
-        # softmax's input (F.cross_entropy), which is exact and faster.
-        from ..layers.output import Softmax  # local: layers import network-free modules only
+        # e.g. Softmax followed by cross-entropy: training takes the loss from
+        # the softmax's input (OutputLayer.takes_logits_from / loss_from_logits)
         self._fuse_softmax = bool(
-            self.output_layer is not None and hasattr(self.output_layer, "loss_from_logits")
-            and len(self.layers) >= 2 and isinstance(self.layers[-2], Softmax)
-            and self._plan[-1] == ((len(self.layers) - 2, 0),))
+            self.output_layer is not None and len(self.layers) >= 2
+            and self._plan[-1] == ((len(self.layers) - 2, 0),)
+            and self.output_layer.takes_logits_from(self.layers[-2]))
         self.sizes: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._infer_sizes()
 
@@ -198,7 +197,7 @@ class Network(torch.nn.Module):
             raise NetworkError("the network has no output layer (e.g. Classification()) "
                                "to compute a loss")
         if from_logits and self._fuse_softmax:
-            return self.output_layer.loss_from_logits(Y, T)  # type: ignore[attr-defined]
+            return self.output_layer.loss_from_logits(Y, T)
         return self.output_layer.loss(Y, T)
 
     def predict(self, X, mini_batch_size: int = 1024):

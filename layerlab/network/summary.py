@@ -178,7 +178,7 @@ def summary(layers_or_net: Sequence[Layer] | LayerGraph | Network,
             if isinstance(layer, InputLayer):
                 xs = [torch.zeros((2, *(input_size or layer.input_size)))]
             else:
-                for k, src in enumerate(graph.input_sources(name)):
+                for k, src in enumerate(graph.sources(name, allow_unconnected=True)):
                     if src is None:
                         if input_size is not None and not has_input_layer:
                             xs.append(torch.zeros((2, *input_size)))
