@@ -124,10 +124,10 @@ class ELU(Layer):
         a = self._a(X)
         need_x, need_alpha = self.needs_gradient(0), self.needs_gradient("alpha")
         gm = dLdZ * memory if need_x or need_alpha else None    # dL/dZ (e^min(X,0) - 1)
-        dLdAlpha = None
+        dLdalpha = None
         if need_alpha:
             g = sum_per_channel(gm)
-            dLdAlpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
+            dLdalpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
         dLdX = None
         if need_x:
             # With T = dL/dZ where X > 0 (else 0; ReLU's derivative, a float
@@ -136,7 +136,7 @@ class ELU(Layer):
             # is G where X > 0 (m = 0 there) and alpha G e^X where X <= 0.
             T = torch.ops.aten.threshold_backward(dLdZ, X, 0)
             dLdX = T.addcmul_(a, gm.add_(dLdZ).sub_(T))
-        return dLdX, dLdAlpha
+        return dLdX, dLdalpha
 
 
 class LeakyReLU(Layer):
@@ -238,11 +238,11 @@ class LeakyReLU(Layer):
             mask = memory.to(dLdZ.dtype) if X is None else X.sign().clamp_(min=0)
             slope = mask.mul_(1 - a).add_(a)
             dLdX = slope.mul_(dLdZ) if may_work_in_place(dLdZ) else slope * dLdZ
-        dLdScale = None
+        dLdscale = None
         if self.needs_gradient("scale"):
             g = sum_per_channel(X.clamp(max=0).mul_(dLdZ))
-            dLdScale = g.sum().reshape(1) if self.scale.numel() == 1 else g
-        return dLdX, dLdScale
+            dLdscale = g.sum().reshape(1) if self.scale.numel() == 1 else g
+        return dLdX, dLdscale
 
 
 class PReLU(LeakyReLU):
