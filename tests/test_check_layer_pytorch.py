@@ -91,6 +91,13 @@ def test_warning_for_random_numbers_drawn_in_init():
     assert report.passed                                     # a warning fails nothing
     assert check_layer(FixedInit(3), (3,), tests=["runs"], verbose=False).warnings == []
 
+    class DrawDeclared(DrawsInInit):                 # redrawn under the training seed
+        def __init__(self, n=3):
+            ll.Layer.__init__(self)
+            self.w = ll.Learnable(draw=lambda: torch.rand(n))
+
+    assert check_layer(DrawDeclared(3), (3,), tests=["runs"], verbose=False).warnings == []
+
 
 # ---------------------------------------------------------------------------
 # each new test: a right case passes, a wrong one fails with its reason
@@ -308,3 +315,15 @@ def test_assert_layer_ok():
     assert "check_layer failed gradients" in text and "Test Summary:" in text
     assert "FAILED   gradients" in text                       # the whole report
     ll.testing.assert_layer_ok(zoo.WrongSignTanh(), (3, 4), tests=["runs"])
+
+
+def test_readme_check_layer_example_runs():
+    import pathlib
+    import re
+    readme = pathlib.Path(HERE).parent / "README.md"
+    code = next(c for c in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+                if "assert_layer_ok" in c)
+    namespace: dict = {}
+    exec(compile(code, str(readme), "exec"), namespace)
+    namespace["test_my_layer"]()
+    assert namespace["report"].passed

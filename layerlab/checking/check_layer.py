@@ -121,15 +121,22 @@ def _rng_in_constructor(layer: Layer) -> str | None:
     with torch.random.fork_rng(devices=[]):
         before = torch.get_rng_state()
         try:
-            type(layer)(**layer.config)
+            again = type(layer)(**layer.config)
         except Exception:  # noqa: BLE001 - not constructible again: nothing to say
             return None
-        drew = not torch.equal(before, torch.get_rng_state())
+        after = torch.get_rng_state()
+        # draws declared with Learnable(draw=...) are redrawn under the seed
+        # when a network is built: what they consume is fine
+        torch.set_rng_state(before)
+        for draw in getattr(again, "_draws", {}).values():
+            draw()
+        drew = not torch.equal(after, torch.get_rng_state())
     if not drew:
         return None
     return (f"{type(layer).__name__}.__init__ draws random numbers (torch.rand & co.), so its "
-            f"initial values are not reproducible with training_options(seed=...): draw them "
-            f"in initialize(self, input_sizes), which the network calls under the seed")
+            f"initial values are not reproducible with training_options(seed=...): declare "
+            f"them with ll.Learnable(draw=lambda: torch.rand(...)), or draw them in "
+            f"initialize(self, input_sizes), which the network calls under the seed")
 
 
 def check_layer(layer: Layer | torch.nn.Module, input_size, *,

@@ -355,7 +355,8 @@ def check_second_derivatives(subject: Subject) -> CheckResult:
             (g,) = torch.autograd.grad(L, [x0], create_graph=create_graph, allow_unused=True)
         return torch.zeros_like(x0) if g is None else g
 
-    source = "the backward differentiated" if subject.has_backward else "autograd"
+    source = "the hand-written backward differentiated" if subject.has_backward \
+        else "autograd"
     base = X[0]
     x0 = base.clone().requires_grad_(True)
     try:
@@ -396,6 +397,6 @@ def check_second_derivatives(subject: Subject) -> CheckResult:
                            f"{float(central[idx]):.6g}, got {float(hv[idx]):.6g} ({source}). "
                            f"Does backward detach a tensor, or compute with .item() or NumPy? "
                            f"Then declare backward_is_differentiable = False")
-    return CheckResult(name, PASSED, f"{source}'s second derivative of L with respect to X "
-                                     f"along a direction matches finite differences of {what} "
-                                     f"(all {base.numel()} elements)")
+    return CheckResult(name, PASSED, f"the second derivative of L with respect to X along a "
+                                     f"direction ({source}) matches finite differences of "
+                                     f"{what} (all {base.numel()} elements)")
