@@ -77,7 +77,15 @@ class _Box:
     """Carries the structure of ``memory`` from forward to setup_context (an
     object, not a list: torch.func rebuilds lists, a pytree node)."""
 
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "params", "rng")
+
+    def __init__(self, params):
+        self.spec = self.rng = None
+        self.params = params     # the layer's own learnables, as run_layer passed them
+
+    def stand_ins(self, W) -> bool:
+        """Whether ``W`` are not the layer's own learnables (torch.func)."""
+        return any(w is not p for w, p in zip(W, self.params))
 
 
 class _Slots:
@@ -93,6 +101,8 @@ class _Slots:
         self.saved = None
 
     def __enter__(self):
+        if not self.values:
+            return self
         current = self.layer.learnables()
         if all(current[n] is v for n, v in zip(self.names, self.values)):
             return self
@@ -146,7 +156,10 @@ class _HandWrittenBackward(torch.autograd.Function):
     @staticmethod
     def forward(layer, n_in, box, *args):  # type: ignore[override]
         X = args[:n_in]
-        with _Slots(layer, args[n_in:]):
+        W = args[n_in:]
+        if layer.is_stochastic:    # replayed if backward is differentiated
+            box.rng = torch.get_rng_state()
+        with _Slots(layer, W if box.stand_ins(W) else ()):
             Z, memory = _unpack_forward(layer, layer.training_forward(*X))
         Zs = _as_outputs(layer, Z, "forward")
         mem_tensors: list[torch.Tensor] = []
@@ -174,12 +187,10 @@ class _HandWrittenBackward(torch.autograd.Function):
         # is kept here is what backward unpacks
         uses = layer.backward_uses
         ctx.keeps_x, ctx.keeps_z, ctx.keeps_memory = "X" in uses, "Z" in uses, "memory" in uses
-        if layer.is_stochastic:
-            ctx.rng_state = torch.get_rng_state()
+        ctx.rng_state = box.rng
         # W are needed only where they are not the layer's own Parameters
         # (torch.func passes stand-ins); the layer's own are read from it
-        own = layer.learnables().values()
-        if all(w is p for w, p in zip(W, own)):
+        if not box.stand_ins(W):
             W = ()
         ctx.n_w = len(W)
         ctx.save_for_backward(*(X if ctx.keeps_x else ()), *(Zs if ctx.keeps_z else ()),
@@ -306,7 +317,7 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
     if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
             any(p.requires_grad for p in params) or any(x.requires_grad for x in X)):
         try:
-            out = _HandWrittenBackward.apply(layer, len(X), _Box(), *X, *params)
+            out = _HandWrittenBackward.apply(layer, len(X), _Box(params), *X, *params)
         except (NotImplementedError, RuntimeError) as exc:
             if "jvp" not in str(exc):
                 raise
