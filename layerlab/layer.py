@@ -8,7 +8,7 @@ A layer is a class derived from :class:`Layer`, modelled on MATLAB's
     class MyELU(layerlab.Layer):
         def __init__(self, num_channels, learnable=True, name=None):
             super().__init__(name=name, type="Exponential Linear Unit")
-            self.alpha = layerlab.Learnable(torch.rand(num_channels),
+            self.alpha = layerlab.Learnable(draw=lambda: torch.rand(num_channels),
                                             learnable=learnable)
 
         def predict(self, X):                       # required: inference
@@ -21,13 +21,18 @@ A layer is a class derived from :class:`Layer`, modelled on MATLAB's
             return Z, memory
 
         def backward(self, X, Z, dLdZ, memory):     # optional
-            return dLdX, dLdAlpha                   # one per Learnable
+            return dLdX, dLdalpha                   # one per Learnable
 
 Tensors are channel-first as in PyTorch: images ``(N, C, H, W)``, features
 ``(N, C)``. A :class:`Layer` is a :class:`torch.nn.Module`, so a layer's
 learnables are ordinary ``torch.nn.Parameter`` objects (``self.alpha`` reads
-as a tensor), and devices, ``state_dict`` and DistributedDataParallel work as
-for any PyTorch module.
+as a tensor; a ``torch.nn.Parameter`` or a submodule assigned to the layer is
+a learnable too), and devices, ``state_dict``, hooks, ``torch.func``,
+``torch.compile`` and DistributedDataParallel work as for any PyTorch
+module. ``layer(X)`` returns ``Z`` (the Module's ``forward``); the
+``forward`` written above becomes ``layer.training_forward`` (see
+:class:`Layer`, "forward and nn.Module"). A ``backward`` written with
+differentiable PyTorch ops also gives second derivatives.
 
 Learnability is a run-time choice: ``Learnable(value, learnable=False)``,
 ``layer.freeze("alpha")`` and ``layer.unfreeze("alpha")``; the layer class
