@@ -28,7 +28,8 @@ sys.path.insert(0, HERE)
 import zoo_wrong_layers as zoo  # noqa: E402
 
 #: seconds each (a new Python process; torch.compile): run for the layers
-#: whose bug they catch and in test_builtin_layers_compile_and_load_in_a_new_process
+#: whose bug they catch, in test_builtin_layers_compile_and_load_in_a_new_process
+#: and for the torch.nn modules
 SLOW_TESTS = ("compile", "save_load_fresh_process")
 
 
@@ -125,8 +126,8 @@ SOME_BUILTINS = [(ll.BatchNormalization, (), (3, 4, 4)), (ll.FullyConnected, (4,
 
 
 def test_builtin_layers_compile_and_load_in_a_new_process():
-    """The two slow tests on a few built-ins (learnables, State, randomness);
-    every built-in: test_every_builtin_layer_compiles (slow)."""
+    """The two slow tests on two built-ins (learnables, State); torch.compile
+    of every built-in against eager: tests/test_pytorch_citizen.py."""
     from layerlab.checking.checks_saving import start_fresh_process
     subjects = [Subject(cls(*args), [size]) for cls, args, size in SOME_BUILTINS]
     started = [start_fresh_process(s) for s in subjects]   # the processes run together
@@ -138,14 +139,6 @@ def test_builtin_layers_compile_and_load_in_a_new_process():
         assert report["compile"].passed, report.text
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name,args,kwargs,size", list(_builtin_cases()))
-def test_every_builtin_layer_compiles(name, args, kwargs, size):
-    layer = getattr(layerlab.layers, name)(*args, **kwargs)
-    report = check_layer(layer, size, tests=["compile"], verbose=False)
-    assert report.passed, report.text
-
-
 TORCH_MODULES = [(lambda: torch.nn.Conv2d(2, 3, 3, padding=1), (2, 5, 5)),
                  (lambda: torch.nn.Linear(4, 3), (4,)),
                  (lambda: torch.nn.LayerNorm(6), (6,)),
@@ -155,7 +148,10 @@ TORCH_MODULES = [(lambda: torch.nn.Conv2d(2, 3, 3, padding=1), (2, 5, 5)),
 @pytest.mark.parametrize("factory,size", TORCH_MODULES,
                          ids=["Conv2d", "Linear", "LayerNorm", "BatchNorm2d"])
 def test_correct_torch_nn_modules_pass_everything(factory, size):
-    report = check_layer(factory(), size, verbose=False)
+    module = factory()
+    # a new process (seconds) for the one with buffers only
+    skip = () if isinstance(module, torch.nn.BatchNorm2d) else ("save_load_fresh_process",)
+    report = check_layer(module, size, verbose=False, skip=skip)
     assert report.passed, report.text
     for test in ("gradients", "memory_layouts", "extreme_inputs", "compile",
                  "low_precision", "backward_twice"):
@@ -519,6 +515,7 @@ def test_train_network_refuses_a_wrong_user_layer():
     text = str(info.value)
     assert "_TypoELUFeatures" in text and "gradients" in text and "dLdalpha" in text
     assert "check_layers=False" in text
+    assert "The tests run before training: signatures, runs" in text
     assert len(info.value.reports) == 1 and not info.value.reports[0].passed
     assert isinstance(info.value, ll.LayerError)
     # the option turns it off

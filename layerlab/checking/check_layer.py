@@ -365,7 +365,7 @@ def is_user_layer(layer: Layer) -> bool:
 def _network_input_sizes(net, layer: Layer) -> list[tuple[int, ...]]:
     if isinstance(layer, InputLayer):
         return [tuple(layer.input_size)]
-    return [tuple(net.sizes[src][k]) for src, k in net.graph.sources_of(layer.name)]
+    return [tuple(net.sizes[src][k]) for src, k in net.graph.sources(layer.name)]
 
 
 def check_network_layers(net, include_builtin: bool = False, *,
@@ -391,5 +391,7 @@ def check_network_layers(net, include_builtin: bool = False, *,
         text = "\n\n".join(r.text for r in failed)
         raise LayerCheckError(
             f"layer check failed before training for {names}; fix the layer, or skip the "
-            f"check with training_options(..., check_layers=False)\n\n{text}", failed)
+            f"check with training_options(..., check_layers=False). The tests run before "
+            f"training: {', '.join(TRAINING_TESTS)} (ll.check_layer runs all "
+            f"{len(TEST_NAMES)})\n\n{text}", failed)
     return reports

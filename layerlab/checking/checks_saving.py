@@ -89,8 +89,6 @@ def check_save_load(s: Subject) -> CheckResult:
     same class, learnables (values and frozen or not), state and
     predictions."""
     name = "save_load"
-    if getattr(s.base, "save_skip_reason", None):       # checking's stand-in adapter
-        return CheckResult(name, SKIPPED, s.base.save_skip_reason)
     layer = s.copy(torch.float32, unfreeze=False)
     layers, why = _one_layer_network(s, layer)
     if layers is None:
@@ -163,9 +161,6 @@ class FreshProcess:
     def __init__(self, s: Subject):
         self.skip, self.error, self.proc, self.tmp = None, None, None, None
         self.layer = s.copy(torch.float32, unfreeze=False)
-        if getattr(s.base, "save_skip_reason", None):   # checking's stand-in adapter
-            self.skip = s.base.save_skip_reason
-            return
         layers, why = _one_layer_network(s, self.layer)
         if layers is None:
             self.skip = f"not run: {why}"

@@ -22,8 +22,7 @@ __all__ = ["training_forward", "defines_training_forward", "uses_backward", "lab
 
 def label(layer) -> str:
     """How reports name a layer: ``'elu_1' (ELU)`` (``Layer.label``)."""
-    got = getattr(layer, "label", None)
-    return got if isinstance(got, str) else autograd_bridge.layer_label(layer)
+    return layer.label
 
 
 def training_forward(layer: Layer):

@@ -17,58 +17,17 @@ from ..layer import Layer
 __all__ = ["as_layer", "FunctionLayer"]
 
 
-def _module_layer_class():
-    import layerlab
-    cls = getattr(layerlab, "ModuleLayer", None)
-    return cls if cls is not None else _ModuleAdapter
-
-
 def as_layer(obj: Any) -> Layer:
     """A layerlab layer as is; a ``torch.nn.Module`` wrapped as a layer."""
     if isinstance(obj, Layer):
         return obj
     if isinstance(obj, torch.nn.Module):
-        return _module_layer_class()(obj)
+        from ..layers.module import ModuleLayer   # local: layers import checking-free
+        return ModuleLayer(obj)
     hint = " (a function of tensors: check_function(fn, *example_inputs))" \
         if callable(obj) else ""
     raise LayerError(f"check_layer: expected a layerlab.Layer or a torch.nn.Module, got "
                      f"{type(obj).__name__}{hint}")
-
-
-class _ModuleAdapter(Layer):
-    """Stand-in for ``layerlab.ModuleLayer`` until it exists: the module's
-    eval-mode output as predict, its train-mode output as the training
-    forward, its parameters as learnables. To be replaced by ModuleLayer
-    (the PyTorch-citizen work), which :func:`as_layer` prefers."""
-
-    #: read by the save checks: this stand-in is not saveable (ModuleLayer is)
-    save_skip_reason = ("the stand-in wrapper of a torch.nn.Module is not saveable "
-                        "(layerlab.ModuleLayer, when present, is)")
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module
-        kinds = tuple(type(m) for m in module.modules())
-        norm = (torch.nn.modules.batchnorm._BatchNorm,)
-        drop = (torch.nn.modules.dropout._DropoutNd,)
-        self.__dict__["couples_observations"] = any(issubclass(k, norm) for k in kinds)
-        self.__dict__["is_stochastic"] = any(issubclass(k, drop) for k in kinds)
-        self.__dict__["differs_in_training"] = (self.couples_observations
-                                                or self.is_stochastic)
-
-    def _run(self, training: bool, X):
-        was = self.module.training
-        self.module.train(training)
-        try:
-            return self.module(*X)
-        finally:
-            self.module.train(was)
-
-    def predict(self, *X):
-        return self._run(False, X)
-
-    def forward(self, *X):
-        return self._run(True, X), None
 
 
 class FunctionLayer(Layer):
