@@ -16,13 +16,7 @@ import torch
 
 from .errors import LayerError
 
-__all__ = ["run_layer", "layer_label"]
-
-
-def layer_label(layer) -> str:
-    """Deprecated spelling of :attr:`layerlab.Layer.label` (kept until
-    ``layerlab.checking`` moves to ``layer.label``)."""
-    return layer.label
+__all__ = ["run_layer"]
 
 
 def _as_outputs(layer, Z: Any, method: str) -> tuple[torch.Tensor, ...]:

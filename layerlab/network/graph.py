@@ -270,11 +270,6 @@ class LayerGraph:
             out.append((sname, 0 if sport == "out" else int(sport[3:]) - 1))
         return out
 
-    def sources_of(self, name: str) -> list[tuple[str, int]]:
-        """Deprecated spelling of ``sources(name)`` (kept until
-        ``layerlab.checking`` moves to it)."""
-        return self.sources(name)  # type: ignore[return-value]
-
     def topological_order(self, allow_unconnected: bool = False) -> list[str]:
         """Layer names so that every layer comes after its sources; raises a
         :class:`NetworkError` naming the layers of a cycle (and, unless
