@@ -25,10 +25,13 @@ from .layers import (Addition, AveragePooling2d, Concatenation, CReLU, Dropout, 
                      FullyConnectedMaxout, GlobalAveragePooling2d, LayerNormalization,
                      LeakyReLU, Maxout, MaxPooling2d, PReLU, Regression, Sigmoid,
                      SpatialDropout, Tanh)
+# any torch.nn.Module as a layer
+from .layers import ModuleLayer
 # networks and layer graphs
 from .network import Block, LayerGraph, Network, residual_block, summary
-# checking a layer
-from .checking import CheckReport, LayerCheckError, check_layer
+# checking a layer (and any PyTorch module or function); a pytest helper
+from .checking import CheckReport, LayerCheckError, check_function, check_layer
+from . import testing
 # training
 from .training import (IterationInfo, TrainingInfo, TrainingOptions, train_network,
                        training_options)
@@ -68,10 +71,12 @@ __all__ = [
     "Addition", "Concatenation",
     "Softmax", "Classification", "Regression",
     "initializers", "Gaussian",
+    # any torch.nn.Module as a layer
+    "ModuleLayer",
     # networks and layer graphs
     "LayerGraph", "Network", "Block", "residual_block", "summary",
     # checking a layer
-    "check_layer", "CheckReport", "LayerCheckError",
+    "check_layer", "check_function", "CheckReport", "LayerCheckError", "testing",
     # training
     "training_options", "TrainingOptions", "train_network", "TrainingInfo", "IterationInfo",
     "plot_training",

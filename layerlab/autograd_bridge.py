@@ -13,16 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .errors import LayerError
 
-__all__ = ["run_layer", "layer_label"]
-
-
-def layer_label(layer) -> str:
-    """How errors name a layer: ``'elu_1' (ELU)``."""
-    return f"'{layer.name}' ({type(layer).__name__})" if layer.name else type(layer).__name__
+__all__ = ["run_layer"]
 
 
 def _as_outputs(layer, Z: Any, method: str) -> tuple[torch.Tensor, ...]:
@@ -30,11 +24,11 @@ def _as_outputs(layer, Z: Any, method: str) -> tuple[torch.Tensor, ...]:
     if n == 1:
         if isinstance(Z, torch.Tensor):
             return (Z,)
-        raise LayerError(f"layer {layer_label(layer)}: {method} must return a tensor, "
+        raise LayerError(f"layer {layer.label}: {method} must return a tensor, "
                          f"got {type(Z).__name__}")
     if not isinstance(Z, (tuple, list)) or len(Z) != n or \
             not all(isinstance(z, torch.Tensor) for z in Z):
-        raise LayerError(f"layer {layer_label(layer)}: {method} must return {n} tensors "
+        raise LayerError(f"layer {layer.label}: {method} must return {n} tensors "
                          f"(num_outputs={n}), got {type(Z).__name__}"
                          + (f" of length {len(Z)}" if isinstance(Z, (tuple, list)) else ""))
     return tuple(Z)
@@ -42,7 +36,7 @@ def _as_outputs(layer, Z: Any, method: str) -> tuple[torch.Tensor, ...]:
 
 def _unpack_forward(layer, result: Any) -> tuple[Any, Any]:
     if not isinstance(result, tuple) or len(result) != 2:
-        raise LayerError(f"layer {layer_label(layer)}: forward must return (Z, memory), "
+        raise LayerError(f"layer {layer.label}: forward must return (Z, memory), "
                          f"got {type(result).__name__}"
                          + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
     return result
@@ -73,49 +67,193 @@ def _unflatten(spec: Any, tensors: tuple[torch.Tensor, ...]) -> Any:
     return payload
 
 
+class _Box:
+    """Carries the structure of ``memory`` from forward to setup_context (an
+    object, not a list: torch.func rebuilds lists, a pytree node)."""
+
+    __slots__ = ("spec", "params", "rng")
+
+    def __init__(self, params):
+        self.spec = self.rng = None
+        self.params = params     # the layer's own learnables, as run_layer passed them
+
+    def stand_ins(self, W) -> bool:
+        """Whether ``W`` are not the layer's own learnables (torch.func)."""
+        return any(w is not p for w, p in zip(W, self.params))
+
+
+class _Slots:
+    """Temporarily make the layer compute with the tensors autograd passes
+    to the Function (under ``torch.func`` they are not the layer's own
+    Parameter objects but their unwrapped or functional stand-ins)."""
+
+    __slots__ = ("layer", "names", "values", "saved")
+
+    def __init__(self, layer, values):
+        self.layer, self.values = layer, values
+        self.names = layer.learnable_names if values else []
+        self.saved = None
+
+    def __enter__(self):
+        if not self.values:
+            return self
+        current = self.layer.learnables()
+        if all(current[n] is v for n, v in zip(self.names, self.values)):
+            return self
+        self.saved = [(n, current[n]) for n in self.names]
+        for n, v in zip(self.names, self.values):
+            _set_learnable(self.layer, n, v)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            for n, v in self.saved:
+                _set_learnable(self.layer, n, v)
+
+
+def _set_learnable(layer, name: str, value: torch.Tensor) -> None:
+    owner, attr = layer, name
+    if name not in layer._parameters:   # a submodule's parameter, by dotted path
+        for mname, module in layer._modules.items():
+            for pname, _ in module.named_parameters():
+                if layer._submodule_learnable_name(mname, pname) == name:
+                    *path, attr = pname.split(".")
+                    owner = module.get_submodule(".".join(path)) if path else module
+                    break
+            else:
+                continue
+            break
+    owner._parameters[attr] = value
+
+
 class _HandWrittenBackward(torch.autograd.Function):
-    """``forward(ctx, layer, n_in, *X, *W)``: W are the layer's learnables in
-    declaration order, passed so that autograd routes their derivatives."""
+    """``apply(layer, n_in, box, *X, *W)``: W are the layer's learnables in
+    declaration order, passed so that autograd routes their derivatives;
+    ``box`` is a fresh :class:`_Box` through which forward hands
+    ``setup_context`` the structure of ``memory``.
+
+    The outputs are ``(*Z, *memory tensors)``: the memory tensors are
+    outputs (non-differentiable) so that ``setup_context`` can save them and
+    ``torch.func.vmap`` batches them (``generate_vmap_rule``).
+
+    Second derivatives: when backward itself is differentiated
+    (``create_graph=True``, ``torch.func.grad`` of a gradient), the layer's
+    ``training_forward`` is run again from the saved input with autograd on,
+    so that ``memory`` depends on ``X`` and the learnables, and the layer's
+    ``backward`` is run on that graph: its ops give the second derivative.
+    State (batch normalization's running statistics) is restored after that
+    rerun; a stochastic layer reruns under the random state of the first run.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, layer, n_in, *args):  # type: ignore[override]
+    def forward(layer, n_in, box, *args):  # type: ignore[override]
         X = args[:n_in]
-        Z, memory = _unpack_forward(layer, layer.forward(*X))
+        W = args[n_in:]
+        if layer.is_stochastic:    # replayed if backward is differentiated
+            box.rng = torch.get_rng_state()
+        with _Slots(layer, W if box.stand_ins(W) else ()):
+            Z, memory = _unpack_forward(layer, layer.training_forward(*X))
         Zs = _as_outputs(layer, Z, "forward")
         mem_tensors: list[torch.Tensor] = []
-        ctx.mem_spec = _flatten(memory, mem_tensors)
-        ctx.layer = layer
-        ctx.n_in = n_in
-        ctx.n_out = len(Zs)
-        ctx.shapes = [(a.shape, a.dtype) for a in args]
-        # keep only what backward reads (Layer.backward_uses), so that an
-        # unused input or output is not held alive until the backward pass
-        # read once: a layer may decide per instance (a property), and what
-        # was kept here is what backward must unpack
-        uses = layer.backward_uses
-        ctx.keeps = ("X" in uses, "Z" in uses, "memory" in uses)
-        ctx.save_for_backward(*(X if ctx.keeps[0] else ()), *(Zs if ctx.keeps[1] else ()),
-                              *(mem_tensors if ctx.keeps[2] else ()))
-        return Zs if layer.num_outputs > 1 else Zs[0]
+        box.spec = _flatten(memory, mem_tensors)
+        # outputs must be new tensors (an input returned as-is would alias it)
+        outs = [z if not any(z is a for a in args) else z.view_as(z) for z in Zs]
+        return (*outs, *(m.detach() for m in mem_tensors))
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, *dLdZ):  # type: ignore[override]
+    def setup_context(ctx, inputs, output):
+        layer, n_in, box = inputs[:3]
+        args = inputs[3:]
+        X, W = args[:n_in], args[n_in:]
+        n_out = layer.num_outputs
+        Zs, mem_tensors = output[:n_out], output[n_out:]
+        if mem_tensors:
+            ctx.mark_non_differentiable(*mem_tensors)
+        ctx.mem_spec = box.spec
+        ctx.layer = layer
+        ctx.n_in, ctx.n_out, ctx.n_mem = n_in, n_out, len(mem_tensors)
+        ctx.shapes = [(a.shape, a.dtype) for a in args]
+        # keep only what backward reads (Layer.backward_uses), so that an
+        # unused input or output is not held alive until the backward pass;
+        # read once: a layer may decide per instance (a property), and what
+        # is kept here is what backward unpacks
+        uses = layer.backward_uses
+        ctx.keeps_x, ctx.keeps_z, ctx.keeps_memory = "X" in uses, "Z" in uses, "memory" in uses
+        ctx.rng_state = box.rng
+        # W are needed only where they are not the layer's own Parameters
+        # (torch.func passes stand-ins); the layer's own are read from it
+        if not box.stand_ins(W):
+            W = ()
+        ctx.n_w = len(W)
+        ctx.save_for_backward(*(X if ctx.keeps_x else ()), *(Zs if ctx.keeps_z else ()),
+                              *(mem_tensors if ctx.keeps_memory else ()), *W)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
         layer = ctx.layer
-        saved = ctx.saved_tensors
-        n_in = ctx.n_in if ctx.keeps[0] else 0
-        n_out = ctx.n_out if ctx.keeps[1] else 0
-        X = saved[:n_in] if n_in else (None,) * ctx.n_in
-        Z = saved[n_in:n_in + n_out] if n_out else (None,) * ctx.n_out
-        rest = saved[n_in + n_out:]
-        memory = _unflatten(ctx.mem_spec, rest) if ctx.keeps[2] else None
-        layer._needs = ctx.needs_input_grad[2:]
+        dLdZ = grads[:ctx.n_out]
+        saved = list(ctx.saved_tensors)
+        W = saved[len(saved) - ctx.n_w:] if ctx.n_w else []
+        X = [saved.pop(0) for _ in range(ctx.n_in)] if ctx.keeps_x else [None] * ctx.n_in
+        Z = [saved.pop(0) for _ in range(ctx.n_out)] if ctx.keeps_z else [None] * ctx.n_out
+        mem = [saved.pop(0) for _ in range(ctx.n_mem)] if ctx.keeps_memory else None
+        memory = _unflatten(ctx.mem_spec, mem) if mem is not None else None
+        if torch.is_grad_enabled():   # backward is being differentiated
+            X, Z, memory = _for_second_derivative(ctx, layer, X, Z, memory, W)
+        layer._needs = ctx.needs_input_grad[3:]
         try:
-            grads = layer.backward(*X, *Z, *dLdZ, memory)
+            with _Slots(layer, W):
+                dW = layer.backward(*X, *Z, *dLdZ, memory)
         finally:
             layer._needs = None
-        grads = _check_gradients(layer, grads, ctx.shapes, ctx.n_in)
-        return (None, None, *grads)
+        dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
+        return (None, None, None, *dW)
+
+def _floating(memory: Any) -> bool:
+    tensors: list[torch.Tensor] = []
+    _flatten(memory, tensors)
+    return any(t.is_floating_point() for t in tensors)
+
+
+def _for_second_derivative(ctx, layer, X, Z, memory, W):
+    """X, Z and memory as functions of the input and the learnables, for a
+    backward whose own derivative is wanted."""
+    if not layer.backward_is_differentiable:
+        raise LayerError(
+            f"layer {layer.label}: its backward is not differentiable "
+            f"(backward_is_differentiable = False), so second derivatives (create_graph=True, "
+            f"gradient penalties, Hessian-vector products, torch.func.grad of a gradient) "
+            f"cannot go through it; set layer.use_autograd = True to let autograd "
+            f"differentiate its forward instead")
+    # Z (an output of this Function) is differentiable already, and memory
+    # that is not floating (masks, indices) has no derivative: nothing to
+    # recompute unless memory holds floating tensors
+    if memory is None or not _floating(memory):
+        return X, Z, memory
+    if not ctx.keeps_x:
+        raise LayerError(
+            f"layer {layer.label}: second derivatives through its backward need its "
+            f"input X to recompute its memory, but backward_uses = "
+            f"{tuple(layer.backward_uses)} does not keep X; add 'X' to backward_uses "
+            f"or set layer.use_autograd = True")
+    state = {k: b.clone() for k, b in layer.named_buffers()}
+    rng = torch.random.fork_rng(devices=[]) if layer.is_stochastic else None
+    try:
+        if rng is not None:
+            rng.__enter__()
+            torch.set_rng_state(ctx.rng_state)
+        with _Slots(layer, W):
+            Zr, memory = _unpack_forward(layer, layer.training_forward(*X))
+    finally:
+        if rng is not None:
+            rng.__exit__(None, None, None)
+        with torch.no_grad():
+            for k, b in layer.named_buffers():
+                b.copy_(state[k])
+    Zs = _as_outputs(layer, Zr, "forward")
+    return X, list(Zs) if ctx.keeps_z else Z, memory if ctx.keeps_memory else None
 
 
 def _gradient_names(layer, n_in: int) -> list[str]:
@@ -137,7 +275,7 @@ def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
     if not isinstance(grads, (tuple, list)) or len(grads) != expected:
         got = len(grads) if isinstance(grads, (tuple, list)) else type(grads).__name__
         raise LayerError(
-            f"layer {layer_label(layer)}: backward must return {expected} derivatives "
+            f"layer {layer.label}: backward must return {expected} derivatives "
             f"({', '.join(names)}), got {got}")
     out = []
     for g, (shape, dtype), name in zip(grads, shapes, names):
@@ -145,28 +283,37 @@ def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
             out.append(None)
             continue
         if not isinstance(g, torch.Tensor):
-            raise LayerError(f"layer {layer_label(layer)}: backward's {name} must be a tensor "
+            raise LayerError(f"layer {layer.label}: backward's {name} must be a tensor "
                              f"or None, got {type(g).__name__}")
         if g.shape != shape:
-            raise LayerError(f"layer {layer_label(layer)}: backward's {name} has size "
+            raise LayerError(f"layer {layer.label}: backward's {name} has size "
                              f"{tuple(g.shape)}, expected {tuple(shape)}")
         if g.dtype != dtype:
-            raise LayerError(f"layer {layer_label(layer)}: backward's {name} is {g.dtype}, "
+            raise LayerError(f"layer {layer.label}: backward's {name} is {g.dtype}, "
                              f"expected {dtype} like its input")
         out.append(g)
     return out
 
 
-def _full_precision(layer, X: tuple[torch.Tensor, ...], params: list[torch.Tensor]):
-    """Mixed precision (autocast): a layer with a hand-written backward runs
-    in full precision, as ``torch.amp.custom_fwd(cast_inputs=torch.float32)``
-    runs a custom autograd Function: its inputs are cast to its learnables'
-    dtype (float32 without learnables) and autocast is off inside it, so its
-    forward and backward see the dtypes they see without mixed precision."""
-    dtype = params[0].dtype if params else torch.float32
-    X = tuple(x.to(dtype) if x.is_floating_point() else x for x in X)
-    with torch.autocast(X[0].device.type, enabled=False):
-        return _HandWrittenBackward.apply(layer, len(X), *X, *params)
+def _apply_hand_written(layer, X: tuple[torch.Tensor, ...], params: list[torch.Tensor]):
+    """The layer's forward with its hand-written backward as the derivative.
+
+    Under mixed precision (autocast) the caller casts the inputs to the
+    learnables' dtype and turns autocast off, as
+    ``torch.amp.custom_fwd(cast_inputs=torch.float32)`` does for a custom
+    autograd Function, so forward and backward see the dtypes they see
+    without mixed precision."""
+    try:
+        out = _HandWrittenBackward.apply(layer, len(X), _Box(params), *X, *params)
+    except (NotImplementedError, RuntimeError) as exc:
+        if "jvp" not in str(exc):
+            raise
+        # forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) does
+        # not go through a hand-written backward (a custom jvp would
+        # break torch.compile's graph): autograd differentiates forward
+        return _unpack_forward(layer, layer.training_forward(*X))[0]
+    n = layer.num_outputs
+    return out[0] if n == 1 else tuple(out[:n])
 
 
 def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
@@ -175,18 +322,22 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
     one and a derivative is needed. Returns the output (a tuple when the
     layer has several)."""
     if len(X) != layer.num_inputs:
-        raise LayerError(f"layer {layer_label(layer)} takes {layer.num_inputs} input(s), "
+        raise LayerError(f"layer {layer.label} takes {layer.num_inputs} input(s), "
                          f"got {len(X)}")
     if not training:
         Z = layer.predict(*X)
         _as_outputs(layer, Z, "predict")
         return Z
     params = list(layer.learnables().values())
-    if layer.has_backward and torch.is_grad_enabled() and (
+    if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
             any(p.requires_grad for p in params) or any(x.requires_grad for x in X)):
         if X and torch.is_autocast_enabled(X[0].device.type):
-            return _full_precision(layer, X, params)
-        return _HandWrittenBackward.apply(layer, len(X), *X, *params)
-    Z, _ = _unpack_forward(layer, layer.forward(*X))
+            # mixed precision: the hand-written layer runs in full precision
+            dtype = params[0].dtype if params else torch.float32
+            X = tuple(x.to(dtype) if x.is_floating_point() else x for x in X)
+            with torch.autocast(X[0].device.type, enabled=False):
+                return _apply_hand_written(layer, X, params)
+        return _apply_hand_written(layer, X, params)
+    Z, _ = _unpack_forward(layer, layer.training_forward(*X))
     _as_outputs(layer, Z, "forward")
     return Z

@@ -8,7 +8,7 @@ A layer is a class derived from :class:`Layer`, modelled on MATLAB's
     class MyELU(layerlab.Layer):
         def __init__(self, num_channels, learnable=True, name=None):
             super().__init__(name=name, type="Exponential Linear Unit")
-            self.alpha = layerlab.Learnable(torch.rand(num_channels),
+            self.alpha = layerlab.Learnable(draw=lambda: torch.rand(num_channels),
                                             learnable=learnable)
 
         def predict(self, X):                       # required: inference
@@ -21,13 +21,18 @@ A layer is a class derived from :class:`Layer`, modelled on MATLAB's
             return Z, memory
 
         def backward(self, X, Z, dLdZ, memory):     # optional
-            return dLdX, dLdAlpha                   # one per Learnable
+            return dLdX, dLdalpha                   # one per Learnable
 
 Tensors are channel-first as in PyTorch: images ``(N, C, H, W)``, features
 ``(N, C)``. A :class:`Layer` is a :class:`torch.nn.Module`, so a layer's
 learnables are ordinary ``torch.nn.Parameter`` objects (``self.alpha`` reads
-as a tensor), and devices, ``state_dict`` and DistributedDataParallel work as
-for any PyTorch module.
+as a tensor; a ``torch.nn.Parameter`` or a submodule assigned to the layer is
+a learnable too), and devices, ``state_dict``, hooks, ``torch.func``,
+``torch.compile`` and DistributedDataParallel work as for any PyTorch
+module. ``layer(X)`` returns ``Z`` (the Module's ``forward``); the
+``forward`` written above becomes ``layer.training_forward`` (see
+:class:`Layer`, "forward and nn.Module"). A ``backward`` written with
+differentiable PyTorch ops also gives second derivatives.
 
 Learnability is a run-time choice: ``Learnable(value, learnable=False)``,
 ``layer.freeze("alpha")`` and ``layer.unfreeze("alpha")``; the layer class
@@ -45,6 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .autograd_bridge import run_layer
 from .errors import LayerError
 
 __all__ = ["Layer", "Learnable", "State", "InputLayer", "OutputLayer"]
@@ -82,12 +88,25 @@ class Learnable:
             parameter (MATLAB's ``setLearnRateFactor``).
         l2_factor: multiplies the global L2 regularization for this
             parameter (MATLAB's ``setL2Factor``).
+        draw: for a random initial value, the function that draws it
+            (``lambda: torch.rand(c)``). The value is drawn now, and drawn
+            again when a network is built from the layer (under
+            ``training_options(seed=...)`` when ``train_network`` builds it,
+            or after your ``torch.manual_seed``), unless it was set since
+            (assigned, or loaded with ``load_state_dict``): so a seeded run
+            is reproducible even when the layers are constructed anew.
+            ``value`` may be omitted when ``draw`` is given.
+
+    Examples::
+
+        self.alpha = Learnable(draw=lambda: torch.rand(num_channels))
     """
 
-    value: Any
+    value: Any = None
     learnable: bool = True
     learn_rate_factor: float = 1.0
     l2_factor: float = 1.0
+    draw: Any = None
 
 
 @dataclasses.dataclass
@@ -108,6 +127,8 @@ class _Factors:
     learn_rate_factor: float
     l2_factor: float
 
+
+_UNIT_FACTORS = _Factors(1.0, 1.0)
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-\.]*$")
 
@@ -150,6 +171,48 @@ class Layer(torch.nn.Module):
     * ``default_name``: the base of the automatic name a network gives an
       unnamed layer ("conv" -> "conv_1"); default: the class name in
       snake case.
+    * ``backward_is_differentiable`` (default True): ``backward`` is written
+      with differentiable PyTorch ops, so second derivatives (gradient
+      penalties, Hessian-vector products, ``torch.func.grad`` of a
+      gradient) go through it: the bridge reruns ``forward`` from the kept
+      X with autograd on and differentiates ``backward``. Set it to False
+      for a backward that is not (NumPy, ``.item()``, detached results):
+      second derivatives then raise a clear :class:`LayerError` instead of
+      giving a wrong number.
+    * ``use_autograd`` (default False; also per instance,
+      ``layer.use_autograd = True``): ignore the hand-written ``backward``
+      and let autograd differentiate ``forward``. Forward-mode AD
+      (``torch.func.jvp``, ``torch.autograd.forward_ad``) does so by itself:
+      it cannot go through a hand-written backward.
+
+    **forward and nn.Module.** ``torch.nn.Module.forward`` returns the
+    output; the seed's (MATLAB's) ``forward`` returns ``(Z, memory)``. The
+    base class resolves the clash when a layer class is created: the
+    ``forward`` a class defines becomes its :meth:`training_forward`, and
+    :meth:`forward` stays the Module's: ``layer(X)`` (and ``layer.forward(X)``)
+    returns ``Z`` from ``training_forward`` in training mode and from
+    ``predict`` in inference mode (``layer.train()`` / ``layer.eval()``),
+    through ``torch.nn.Module.__call__``, so forward and forward-pre hooks,
+    full backward hooks, ``torch.compile`` and ``torch.func`` see the layer
+    as any module. Call ``layer.training_forward(X)`` for ``(Z, memory)``;
+    in a subclass, ``super().training_forward(X)`` (not
+    ``super().forward(X)``, which is the Module's) reaches the parent's.
+
+    **Gradient names.** In messages and in ``check_layer``'s report the
+    derivatives ``backward`` returns are named as in MATLAB: ``dLdX`` (or
+    ``dLdX1``, ``dLdX2``, ... for several inputs) and ``dLd<name>`` with the
+    learnable's name exactly as declared (``dLdalpha`` for ``self.alpha``,
+    ``dLdscale`` for ``self.scale``).
+
+    **Random initial values.** Draw them when the network is built, not
+    when the layer is constructed, so that ``training_options(seed=...)``
+    makes a run reproducible even when the layers are constructed anew:
+    declare ``Learnable(draw=lambda: torch.rand(c))`` (drawn at construction
+    and drawn again, once, when a network is built), or create the learnable
+    in :meth:`initialize`, which the network calls when it is built (as the
+    built-in convolution does once it knows its input channels).
+    ``train_network`` seeds before it builds the network from a list of
+    layers.
     """
 
     num_inputs: int = 1
@@ -158,6 +221,8 @@ class Layer(torch.nn.Module):
     couples_observations: bool = False
     is_stochastic: bool = False
     backward_uses: tuple[str, ...] = ("X", "Z", "memory")
+    backward_is_differentiable: bool = True
+    use_autograd: bool = False
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -167,7 +232,9 @@ class Layer(torch.nn.Module):
         torch.nn.Module.__init__(self)
         object.__setattr__(self, "_factors", {})
         object.__setattr__(self, "_learnable_order", [])
-        object.__setattr__(self, "_initialized_sizes", None)
+        object.__setattr__(self, "_draws", {})
+        # values loaded from a state dict are not redrawn
+        self.register_load_state_dict_post_hook(lambda module, keys: module._draws.clear())
         object.__setattr__(self, "_needs", None)
         object.__setattr__(self, "name", "")
         object.__setattr__(self, "description", "")
@@ -194,12 +261,23 @@ class Layer(torch.nn.Module):
     def type(self, value: str) -> None:
         self.__dict__["_type"] = str(value)
 
+    @property
+    def label(self) -> str:
+        """How messages name the layer: ``'elu_1' (ELU)``, or the class name
+        alone for an unnamed layer. Every error about a layer uses it."""
+        return f"'{self.name}' ({type(self).__name__})" if self.name else type(self).__name__
+
     def __setattr__(self, key: str, value: Any) -> None:
         if isinstance(value, Learnable):
             self._declare_learnable(key, value)
+        elif isinstance(value, torch.nn.Parameter) and key not in self._parameters:
+            # a PyTorch user's `self.w = nn.Parameter(t)`: a learnable like
+            # Learnable(t), the same Parameter object (never silently untrained)
+            self._declare_learnable(key, Learnable(value, learnable=value.requires_grad),
+                                    parameter=value)
         elif isinstance(value, State):
             if key in self._parameters:
-                raise LayerError(f"layer '{self.name or type(self).__name__}': "
+                raise LayerError(f"layer {self.label}: "
                                  f"'{key}' is a Learnable and cannot become State")
             self.register_buffer(key, as_tensor(value.value, f"State '{key}'"))
         elif key == "name":
@@ -212,6 +290,8 @@ class Layer(torch.nn.Module):
         elif key in self._parameters and isinstance(value, torch.Tensor) \
                 and not isinstance(value, torch.nn.Parameter):
             # `self.alpha = tensor` on an existing learnable keeps it learnable
+            # (and is not redrawn: see Learnable's draw)
+            self._draws.pop(key, None)
             with torch.no_grad():
                 param = self._parameters[key]
                 if param.shape != value.shape:
@@ -222,9 +302,20 @@ class Layer(torch.nn.Module):
         else:
             super().__setattr__(key, value)
 
-    def _declare_learnable(self, key: str, spec: Learnable) -> None:
-        value = as_tensor(spec.value, f"layer '{self.name or type(self).__name__}', "
-                                      f"Learnable '{key}'")
+    def _declare_learnable(self, key: str, spec: Learnable,
+                           parameter: torch.nn.Parameter | None = None) -> None:
+        if spec.draw is not None and not callable(spec.draw):
+            raise LayerError(f"layer {self.label}, Learnable '{key}': draw must be a "
+                             f"function returning the initial value, got {spec.draw!r:.60}")
+        if spec.value is None and spec.draw is None and parameter is None:
+            raise LayerError(f"layer {self.label}, Learnable '{key}': give a value or draw")
+        raw = spec.draw() if spec.value is None and parameter is None else spec.value
+        value = parameter if parameter is not None else \
+            as_tensor(raw, f"layer {self.label}, Learnable '{key}'")
+        if spec.draw is not None:
+            self._draws[key] = spec.draw
+        else:
+            self._draws.pop(key, None)
         for factor in ("learn_rate_factor", "l2_factor"):
             f = getattr(spec, factor)
             if not isinstance(f, (int, float)) or f < 0 or not np.isfinite(f):
@@ -232,7 +323,8 @@ class Layer(torch.nn.Module):
                                  f"got {f!r}")
         if key in self._buffers:
             del self._buffers[key]
-        self.register_parameter(key, torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
+        self.register_parameter(key, parameter if parameter is not None else
+                                torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
         self._factors[key] = _Factors(float(spec.learn_rate_factor), float(spec.l2_factor))
         if key not in self._learnable_order:
             self._learnable_order.append(key)
@@ -242,57 +334,99 @@ class Layer(torch.nn.Module):
     # ------------------------------------------------------------------
     @property
     def learnable_names(self) -> list[str]:
-        """Names of the declared learnables, in declaration order (the order
-        of ``backward``'s parameter derivatives)."""
-        return [k for k in self._learnable_order if k in self._parameters]
+        """Names of the learnables, in declaration order (the order of
+        ``backward``'s parameter derivatives): the declared ones
+        (:class:`Learnable` or ``torch.nn.Parameter`` attributes), then the
+        parameters of submodules assigned to the layer, by their dotted path
+        (``"proj.weight"`` for ``self.proj = torch.nn.Linear(...)``)."""
+        own = [k for k in self._learnable_order if k in self._parameters]
+        if not self._modules:
+            return own
+        return own + list(self._submodule_parameters())
+
+    def _submodule_parameters(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for mname, module in self._modules.items():
+            if module is None:
+                continue
+            for pname, p in module.named_parameters():
+                out[self._submodule_learnable_name(mname, pname)] = p
+        return out
+
+    def _submodule_learnable_name(self, module_name: str, parameter_name: str) -> str:
+        # ModuleLayer names its wrapped module's parameters without the prefix
+        return f"{module_name}.{parameter_name}"
 
     @property
     def state_names(self) -> list[str]:
-        """Names of the declared :class:`State` tensors."""
-        return list(self._buffers.keys())
+        """Names of the declared :class:`State` tensors, then the buffers of
+        submodules (by dotted path, as learnables)."""
+        own = list(self._buffers.keys())
+        for mname, module in self._modules.items():
+            if module is not None:
+                own += [self._submodule_learnable_name(mname, b)
+                        for b, _ in module.named_buffers()]
+        return own
 
     def learnables(self) -> dict[str, torch.nn.Parameter]:
         """The learnables by name, in declaration order."""
-        return {k: self._parameters[k] for k in self.learnable_names}
+        own = {k: self._parameters[k] for k in self._learnable_order if k in self._parameters}
+        if self._modules:
+            own.update(self._submodule_parameters())
+        return own  # type: ignore[return-value]
+
+    def has_learnable(self, name: str) -> bool:
+        """Whether the layer has a learnable ``name`` yet. Layers that create
+        a learnable in :meth:`initialize` (once the input size is known) ask
+        this to see whether it was given or already created."""
+        return name in self._parameters or (bool(self._modules) and name in self.learnables())
+
+    def _learnable(self, name: str) -> torch.Tensor:
+        if name in self._parameters and name in self._learnable_order:
+            return self._parameters[name]  # type: ignore[return-value]
+        found = self._submodule_parameters().get(name) if self._modules else None
+        if found is None:
+            raise LayerError(f"layer {self.label} has no learnable "
+                             f"'{name}'; its learnables are {self.learnable_names}")
+        return found
 
     def _check_learnable(self, name: str) -> None:
-        if name not in self._parameters:
-            raise LayerError(f"layer '{self.name or type(self).__name__}' has no learnable "
-                             f"'{name}'; its learnables are {self.learnable_names}")
+        self._learnable(name)
+
+    def _factor(self, name: str) -> _Factors:
+        self._check_learnable(name)
+        return self._factors.get(name, _UNIT_FACTORS)
 
     def freeze(self, *names: str) -> "Layer":
         """Stop training the named learnables (all if none are named)."""
         for n in names or self.learnable_names:
-            self._check_learnable(n)
-            self._parameters[n].requires_grad_(False)
+            self._learnable(n).requires_grad_(False)
         return self
 
     def unfreeze(self, *names: str) -> "Layer":
         """Train the named learnables again (all if none are named)."""
         for n in names or self.learnable_names:
-            self._check_learnable(n)
-            self._parameters[n].requires_grad_(True)
+            self._learnable(n).requires_grad_(True)
         return self
 
     def is_learnable(self, name: str) -> bool:
         """Whether training currently updates the learnable ``name``."""
-        self._check_learnable(name)
-        return bool(self._parameters[name].requires_grad)
+        return bool(self._learnable(name).requires_grad)
 
     def learn_rate_factor(self, name: str) -> float:
-        self._check_learnable(name)
-        return self._factors[name].learn_rate_factor
+        """MATLAB's ``getLearnRateFactor``."""
+        return self._factor(name).learn_rate_factor
 
     def l2_factor(self, name: str) -> float:
-        self._check_learnable(name)
-        return self._factors[name].l2_factor
+        """MATLAB's ``getL2Factor``."""
+        return self._factor(name).l2_factor
 
     def set_learn_rate_factor(self, name: str, factor: float) -> "Layer":
         """MATLAB's ``setLearnRateFactor``; 0 keeps a parameter fixed."""
         self._check_learnable(name)
         if factor < 0:
             raise LayerError(f"set_learn_rate_factor('{name}'): expected >= 0, got {factor}")
-        self._factors[name] = dataclasses.replace(self._factors[name], learn_rate_factor=float(factor))
+        self._factors[name] = dataclasses.replace(self._factor(name), learn_rate_factor=float(factor))
         return self
 
     def set_l2_factor(self, name: str, factor: float) -> "Layer":
@@ -300,7 +434,7 @@ class Layer(torch.nn.Module):
         self._check_learnable(name)
         if factor < 0:
             raise LayerError(f"set_l2_factor('{name}'): expected >= 0, got {factor}")
-        self._factors[name] = dataclasses.replace(self._factors[name], l2_factor=float(factor))
+        self._factors[name] = dataclasses.replace(self._factor(name), l2_factor=float(factor))
         return self
 
     def needs_gradient(self, which: str | int) -> bool:
@@ -327,17 +461,36 @@ class Layer(torch.nn.Module):
     # the user-facing computation
     # ------------------------------------------------------------------
     def predict(self, *X: torch.Tensor):
-        raise NotImplementedError(
-            f"layer '{self.name or type(self).__name__}' ({type(self).__name__}) "
-            f"must define predict(self, X)")
+        raise NotImplementedError(f"layer {self.label} must define predict(self, X)")
+
+    def training_forward(self, *X: torch.Tensor):
+        """The training-time computation, ``(Z, memory)``: the ``forward``
+        a layer class defines (see "forward and nn.Module" in the class
+        docstring); by default predict's output and no memory."""
+        return self.predict(*X), None
 
     def forward(self, *X: torch.Tensor):  # type: ignore[override]
-        """Training-time computation: ``(Z, memory)``; by default predict's
-        output and no memory."""
-        return self.predict(*X), None
+        """``torch.nn.Module.forward``: the layer's output ``Z`` (a tuple for
+        several outputs), from ``training_forward`` in training mode (through
+        the hand-written ``backward`` when there is one) and ``predict`` in
+        inference mode (``self.training``). ``layer(X)`` runs this through
+        ``torch.nn.Module.__call__``, so hooks fire."""
+        return run_layer(self, X, training=self.training)
 
     def initialize(self, input_sizes: Sequence[tuple[int, ...]]) -> None:
         """Create learnables that depend on the input size (optional)."""
+
+    def draw_initial_values(self) -> None:
+        """Draw again the learnables declared with ``Learnable(draw=...)``
+        that were not set since. A network calls it when it is built, before
+        :meth:`initialize`; each value is drawn once."""
+        draws, self._draws = self._draws, {}
+        for key, draw in draws.items():
+            if key in self._parameters:
+                param = self._parameters[key]
+                value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
+                with torch.no_grad():
+                    param.copy_(value.to(param.device, param.dtype).reshape(param.shape))
 
     @property
     def has_backward(self) -> bool:
@@ -350,13 +503,6 @@ class Layer(torch.nn.Module):
     def backward(self, *args):
         raise NotImplementedError  # pragma: no cover - marker, see has_backward
 
-    # The Module's __call__ runs the layer as in training or inference
-    # according to ``self.training``, with a hand-written backward bridged
-    # into autograd; it returns only the output.
-    def __call__(self, *X: torch.Tensor):
-        from .autograd_bridge import run_layer  # local: avoids an import cycle
-        return run_layer(self, X, training=self.training)
-
     def __repr__(self) -> str:
         learn = ", ".join(f"{k}{tuple(p.shape)}{'' if p.requires_grad else ' frozen'}"
                           for k, p in self.learnables().items())
@@ -366,6 +512,18 @@ class Layer(torch.nn.Module):
     # constructed with. Captured automatically in __init_subclass__.
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # The seed's contract names the training computation `forward` and
+        # has it return (Z, memory); nn.Module's `forward` (what __call__,
+        # hooks, torch.compile and torch.func run) returns Z. The class's own
+        # `forward` becomes its `training_forward`, and Layer.forward stays
+        # the Module's forward.
+        if "forward" in cls.__dict__:
+            if "training_forward" in cls.__dict__:
+                raise LayerError(f"layer class {cls.__name__} defines both forward and "
+                                 f"training_forward: define one (forward is the "
+                                 f"training computation returning (Z, memory))")
+            cls.training_forward = cls.__dict__["forward"]
+            del cls.forward
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_layerlab_wrapped", False):
             return
@@ -417,7 +575,8 @@ class OutputLayer(Layer):
     """A network's loss layer (the last layer).
 
     Implements ``loss(Y, T)``: a scalar, the mean over the mini-batch, from
-    the network's output ``Y`` and targets ``T``; ``prepare_targets(Y, n)``:
+    the network's output ``Y`` and targets ``T`` (``net.loss(net(X), T)`` in a
+    plain PyTorch loop); ``prepare_targets(Y, n)``:
     the user's targets (labels, values) as a tensor for ``n`` observations;
     and ``metric(Y, T)``: the figure the training table shows (``metric_name``
     names it; ``metric_is_percentage`` shows it as a percentage).
@@ -428,6 +587,19 @@ class OutputLayer(Layer):
 
     def predict(self, X):
         return X
+
+    def takes_logits_from(self, layer: Layer) -> bool:
+        """Optional: whether training may skip ``layer`` (the one feeding
+        this output layer) and compute the loss from its input with
+        :meth:`loss_from_logits` instead, e.g. a softmax before a
+        cross-entropy (exact, more accurate and faster). Default False."""
+        return False
+
+    def loss_from_logits(self, logits: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        """Optional, with :meth:`takes_logits_from`: the loss from the input
+        of the layer that feeds this one (the logits), equal to
+        ``loss(that_layer(logits), T)``."""
+        raise NotImplementedError(f"output layer {type(self).__name__} takes no logits")
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"output layer {type(self).__name__} must define loss(Y, T)")

@@ -75,9 +75,9 @@ def test_dangling_output_is_named():
 
 
 def test_residual_block_identity_and_projection():
-    block = ll.residual_block(4, zero_init_residual=False, name="b")
-    assert torch.all(ll.residual_block(4).layers["bn2"].scale == 0)       # the default
-    assert torch.all(block.layers["bn2"].scale == 1)
+    block = ll.residual_block(4, name="b")
+    assert torch.all(ll.residual_block(4, zero_init_residual=True).layers["bn2"].scale == 0)
+    assert torch.all(block.layers["bn2"].scale == 1)                      # the default
     assert set(block.layers) == {"conv1", "bn1", "relu1", "conv2", "bn2", "add", "relu"}
     assert block.entries == ["conv1", "add/in2"]
     proj = ll.residual_block(4, 8, stride=2)
@@ -111,7 +111,7 @@ def test_ten_block_residual_network_learns_the_digits(digits_small, one_thread):
         ll.ImageInput((1, 28, 28)),
         ll.Convolution2d(3, 8, stride=2, padding=1),                  # 14x14
         ll.BatchNormalization(), ll.ReLU(),
-        *[ll.residual_block(8) for _ in range(10)],
+        *[ll.residual_block(8, zero_init_residual=True) for _ in range(10)],   # deep: zero-init
         ll.FullyConnected(10), ll.Softmax(), ll.Classification()])
     opts = ll.training_options("adam", initial_learn_rate=0.01, max_epochs=2,
                                mini_batch_size=50, verbose=False, seed=0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import layerlab as ll
+from layerlab import checking
 from layerlab.autograd_bridge import run_layer
 
 
@@ -77,12 +78,11 @@ def test_declarations_match_behaviour(factory, sizes):
 
 @pytest.mark.parametrize("factory, sizes", LAYERS, ids=IDS)
 def test_check_layer_passes(factory, sizes):
-    checking = pytest.importorskip("layerlab.checking")
     out = io.StringIO()
-    # second derivatives are only reported by check_layer, and slow
-    tests = [t for t in checking.TEST_NAMES if t != "second_derivatives"]
+    # the contract's tests (the whole suite on every built-in layer:
+    # tests/test_check_layer.py)
     report = checking.check_layer(factory(), sizes if len(sizes) > 1 else sizes[0],
-                                  tests=tests, stream=out)
+                                  tests=checking.TRAINING_TESTS, stream=out)
     assert report.passed, out.getvalue()
     ran = {r.name for r in report.results if r.status == "passed"}
     assert {"runs", "types", "gradients", "independent_observations"} <= ran, out.getvalue()

@@ -31,7 +31,7 @@ def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys, tmp_p
         del sys.modules[module.__name__]
     namespace = module.__dict__
     printed = capsys.readouterr().out
-    assert "Test Summary: 10 Passed, 0 Failed, 3 Skipped." in printed
+    assert "Test Summary: 20 Passed, 0 Failed, 3 Skipped." in printed   # no new process for a script's class
     net, info = namespace["net"], namespace["info"]        # net: as loaded back
     assert isinstance(net, ll.Network) and info.iterations == 39
     assert info.training_accuracy[-1] > 50    # learned something in one epoch (chance: 10%)
@@ -44,7 +44,8 @@ def test_readme_layer_example_runs_and_its_layer_passes_the_checks(capsys, tmp_p
 
 
 def test_readme_graph_example_builds_valid_networks(capsys):
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    code = next(c for c in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                if "ll.LayerGraph(" in c)
     namespace: dict = {"ll": ll}                      # imported by the first example
     exec(compile(code, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
@@ -52,3 +53,16 @@ def test_readme_graph_example_builds_valid_networks(capsys):
     net = ll.Network(namespace["g"])                   # validates the skip connection
     assert ("r1/out", "add/in2") in namespace["g"].connections
     assert sum(p.numel() for p in net.parameters()) == 63394
+
+
+def test_readme_pytorch_example_runs(capsys):
+    code = next(c for c in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+                if "torch.func" in c)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert "ELU output (8, 4, 6, 6)" in capsys.readouterr().out
+    assert namespace["per_sample"].shape == (8, 4)
+    assert namespace["elu"].alpha.grad is not None            # the penalty reached alpha
+    net = namespace["net"]
+    assert net.layer("conv2d_1").learn_rate_factor("bias") == 2.0
+    assert net.sizes["lazy_linear_1"] == ((10,),)

@@ -1,10 +1,7 @@
 """The checks of the layer's behaviour: training vs prediction, independent
-observations, frozen learnables, state, and the save/load round trip."""
+observations, frozen learnables and state (saving: :mod:`.checks_saving`)."""
 
 from __future__ import annotations
-
-import os
-import tempfile
 
 import numpy as np
 import torch
@@ -16,7 +13,7 @@ from .harness import Subject, as_tuple, describe_exception
 from .report import FAILED, PASSED, SKIPPED, CheckResult
 
 __all__ = ["check_train_vs_predict", "check_independent_observations",
-           "check_frozen_learnables", "check_state", "check_save_load"]
+           "check_frozen_learnables", "check_state"]
 
 # float64 results of the same computation reached in two ways (predict and
 # forward, a batch and a single observation) agree to rounding, ~1e-15
@@ -49,9 +46,10 @@ def check_train_vs_predict(s: Subject) -> CheckResult:
     layer = s.copy()
     X = s.inputs(NUM_OBSERVATIONS)
     snap = s.snapshot(layer)
-    P = s.predict(layer, X)
+    # copies: a layer working in place on its input fails inputs_unchanged
+    P = s.predict(layer, [x.clone() for x in X])
     s.restore(layer, snap)
-    F = s.forward(layer, X)[0]
+    F = s.forward(layer, [x.clone() for x in X])[0]
     problems = []
     for i, (p, f) in enumerate(zip(P, F)):
         diff = _largest_difference(p, f)
@@ -80,13 +78,14 @@ def check_independent_observations(s: Subject) -> CheckResult:
     Xc = tuple(torch.cat([x[:1], o[1:]]) for x, o in zip(X, other))   # 2nd observation changed
     X1 = tuple(x[:1] for x in X)
 
+    # copies: a layer working in place on its input fails inputs_unchanged
     def predict(inputs):
         s.restore(layer, snap)
-        return s.predict(layer, inputs)
+        return s.predict(layer, [x.clone() for x in inputs])
 
     def forward(inputs):
         s.restore(layer, snap)
-        return s.forward(layer, inputs)[0]
+        return s.forward(layer, [x.clone() for x in inputs])[0]
 
     modes = [("predict", predict)]
     coupled = s.base.couples_observations
@@ -226,70 +225,3 @@ def check_state(s: Subject) -> CheckResult:
         return CheckResult(name, PASSED, f"forward updated {', '.join(changed)}; predict left "
                                          f"the State unchanged")
     return CheckResult(name, PASSED, f"predict and forward leave the State ({names}) unchanged")
-
-
-def _one_layer_network(s: Subject, layer):
-    """The layer in the smallest network that can hold it (an input layer
-    for its input size, then the layer), or a reason why there is none."""
-    from ..layers.input import FeatureInput, ImageInput   # local: layers import checking-free
-    if isinstance(layer, InputLayer):
-        return [layer], None
-    if s.num_inputs != 1:
-        return None, f"a layer with {s.num_inputs} inputs needs a graph to be saved in"
-    (size,) = s.sizes
-    if len(size) == 3:
-        return [ImageInput(size, normalization="none"), layer], None
-    if len(size) == 1:
-        return [FeatureInput(size[0]), layer], None
-    return None, f"no input layer takes observations of size {size}"
-
-
-def check_save_load(s: Subject) -> CheckResult:
-    """Save the layer (in a network after an input layer) with
-    :func:`layerlab.save` and load it back with :func:`layerlab.load`: the
-    same class, learnables (values and frozen or not), state and
-    predictions."""
-    name = "save_load"
-    try:
-        from ..persistence import load, save
-    except ImportError:
-        return CheckResult(name, SKIPPED, "layerlab.persistence is not available")
-    layer = s.copy(torch.float32, unfreeze=False)
-    layers, why = _one_layer_network(s, layer)
-    if layers is None:
-        return CheckResult(name, SKIPPED, f"not run: {why}")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "layer.safetensors")
-        try:
-            save(layers, path)
-            loaded = load(path).layers[-1]
-        except Exception as exc:  # noqa: BLE001 - the reason is the finding
-            return CheckResult(name, FAILED, f"the round trip failed: "
-                                             f"{describe_exception(exc)}")
-    X = s.inputs(NUM_OBSERVATIONS, torch.float32)
-    problems = []
-    if type(loaded) is not type(layer):
-        problems.append(f"loaded a {type(loaded).__name__}, expected {type(layer).__name__}")
-    else:
-        for kind, a, b in (("learnable", layer.learnables(), loaded.learnables()),
-                           ("State", s.snapshot(layer), s.snapshot(loaded))):
-            if list(a) != list(b):
-                problems.append(f"{kind}s {list(b)} after loading, expected {list(a)}")
-                continue
-            for n in a:
-                if not torch.equal(a[n].detach(), b[n].detach()):
-                    problems.append(f"{kind} '{n}' changed in the round trip")
-        for n in layer.learnable_names:
-            if n in loaded.learnable_names and layer.is_learnable(n) != loaded.is_learnable(n):
-                problems.append(f"learnable '{n}': frozen or not was not kept")
-        if not problems:
-            for p, q in zip(s.predict(layer, X), s.predict(loaded, X)):
-                diff = _largest_difference(p.double(), q.double())
-                if diff is not None:
-                    problems.append(f"the loaded layer predicts differently (by up to "
-                                    f"{diff[0]:.3g}): is every setting the layer needs one of "
-                                    f"its constructor's arguments?")
-    if problems:
-        return CheckResult(name, FAILED, "\n".join(problems))
-    return CheckResult(name, PASSED, "saved with layerlab.save and loaded back: same class, "
-                                     "learnables, state and predictions")

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="constructor arguments: a JSON list (positional) or object (keywords)")
     p.add_argument("--tests", nargs="+", default=None, choices=TEST_NAMES, metavar="TEST",
                    help=f"run only these tests ({', '.join(TEST_NAMES)})")
+    p.add_argument("--skip", nargs="+", default=None, choices=TEST_NAMES, metavar="TEST",
+                   help="leave these tests out")
     p.add_argument("--seed", type=int, default=0, help="fixes the test data (default 0)")
 
 
@@ -45,16 +47,28 @@ def _import(module: str):
         path = os.path.abspath(module)
         if not os.path.isfile(path):
             raise LayerError(f"layerlab check: no such file {module!r}")
-        name = "_layerlab_check_" + os.path.splitext(os.path.basename(path))[0]
+        # imported under its own name with its folder on the module path, as
+        # `import my_layers` from that folder would, so that the class is
+        # found again by that name (layerlab.load, the new process of the
+        # save_load_fresh_process test); another name only if that one is
+        # taken by a different module
+        name = os.path.splitext(os.path.basename(path))[0]
+        taken = sys.modules.get(name)
+        if taken is not None and os.path.abspath(getattr(taken, "__file__", "") or "") == path:
+            return taken
+        if taken is not None or not name.isidentifier():
+            name = "_layerlab_check_" + "".join(c if c.isalnum() else "_" for c in name)
+        folder = os.path.dirname(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod              # dataclasses and pickling look modules up
-        # the file's own folder first, as `python file.py` would have it
-        sys.path.insert(0, os.path.dirname(path))
         try:
             spec.loader.exec_module(mod)
-        finally:
-            sys.path.remove(os.path.dirname(path))
+        except BaseException:
+            del sys.modules[name]
+            raise
         return mod
     # like `python -m`, modules in the current folder are found
     if os.getcwd() not in sys.path:
@@ -87,14 +101,24 @@ def load_layer_class(target: str) -> type[Layer]:
 def parse_input_size(tokens: list[str]):
     """``["20", "24", "24"]`` or ``["20,24,24"]`` -> ``(20, 24, 24)``;
     ``["3,4,4", "3,4,4"]`` -> ``[(3, 4, 4), (3, 4, 4)]``."""
-    try:
-        if any("," in t for t in tokens):
-            sizes = [tuple(int(v) for v in t.split(",") if v.strip()) for t in tokens]
-            return sizes[0] if len(sizes) == 1 else sizes
-        return tuple(int(t) for t in tokens)
-    except ValueError:
-        raise LayerError(f"layerlab check --input-size: expected integers such as 20 24 24 "
-                         f"or 20,24,24, got {' '.join(tokens)!r}") from None
+    def bad(why: str) -> LayerError:
+        return LayerError(f"layerlab check --input-size: {why}; expected positive integers "
+                          f"such as 20 24 24 or 20,24,24 (several inputs: 3,4,4 3,4,4), got "
+                          f"{' '.join(tokens)!r}")
+
+    def number(text: str) -> int:
+        text = text.strip()
+        if not text.isdigit():
+            raise bad("an empty part (two commas, or a comma at an end)" if not text
+                      else f"{text!r} is not a positive integer")
+        if int(text) < 1:
+            raise bad(f"{text} is not a positive integer")
+        return int(text)
+
+    if any("," in t for t in tokens):
+        sizes = [tuple(number(v) for v in t.split(",")) for t in tokens]
+        return sizes[0] if len(sizes) == 1 else sizes
+    return tuple(number(t) for t in tokens)
 
 
 def _constructor_args(text: str | None):
@@ -120,7 +144,17 @@ def run(args: argparse.Namespace) -> int:
     except LayerError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's constructor
+        hint = ""
+        if isinstance(exc, TypeError) and "argument" in str(exc):
+            try:
+                sig = f"{cls.__name__}{inspect.signature(cls.__init__)}".replace("(self, ", "(")
+            except (TypeError, ValueError):
+                sig = cls.__name__
+            hint = (f"; its constructor is {sig}: pass the arguments with --args, e.g. "
+                    f"--args '[20]' (positional) or --args '{{\"num_channels\": 20}}' "
+                    f"(by name)")
         raise LayerError(f"layerlab check: {cls.__name__}(*{pos}, **{kw}) raised "
-                         f"{type(exc).__name__}: {exc}") from exc
-    report = check_layer(layer, size, tests=args.tests, seed=args.seed)
+                         f"{type(exc).__name__}: {exc}{hint}") from exc
+    report = check_layer(layer, size, tests=args.tests, seed=args.seed,
+                         skip=args.skip or ())
     return 0 if report.passed else 1

@@ -52,7 +52,7 @@ import torch
 
 from .harness import Subject, as_tuple, describe_exception
 from .report import FAILED, PASSED, SKIPPED, CheckResult
-from . import testdata
+from . import contract, testdata
 
 __all__ = ["Mismatch", "check_gradients", "check_second_derivatives", "RTOL", "ATOL",
            "MAX_ELEMENTS"]
@@ -190,7 +190,7 @@ def _autograd_reference(subject: Subject, layer, X, dLdZ):
         Xg = [x.detach().clone().requires_grad_(True) for x in X]
         params = list(layer.learnables().values())
         with torch.enable_grad():
-            result = layer.forward(*Xg)
+            result = contract.training_forward(layer)(*Xg)
             Zs = as_tuple(result[0]) if subject.num_outputs > 1 else (result[0],)
             L = sum((g * z).sum() for g, z in zip(dLdZ, Zs))
             return list(torch.autograd.grad(L, Xg + params, allow_unused=True))
@@ -319,14 +319,25 @@ def check_gradients(subject: Subject, max_elements: int = MAX_ELEMENTS) -> Check
 
 def check_second_derivatives(subject: Subject) -> CheckResult:
     """Second derivatives, with respect to the first input along one
-    direction: autograd's Hessian-vector product against finite differences
-    of the first derivative. A hand-written backward is differentiated
-    once only (all training needs): reported as skipped, never failed."""
+    direction: the derivative of the first derivative (autograd's, or the
+    hand-written backward differentiated again through the bridge) against
+    finite differences of the first derivative, in float64. A failure
+    fails, unless the layer declares ``backward_is_differentiable = False``
+    (its backward is then differentiated once only, and a second
+    derivative raises a clear error instead of giving a wrong number)."""
     name = "second_derivatives"
-    if subject.has_backward:
-        return CheckResult(name, SKIPPED, "not supported: the hand-written backward gives "
-                                          "first derivatives only (all that training needs)")
+    if subject.has_backward and not getattr(subject.base, "backward_is_differentiable", True):
+        return CheckResult(name, SKIPPED, "the layer declares backward_is_differentiable = "
+                                          "False (first derivatives only)")
+    if subject.has_backward and not contract.bridge_supports_double_backward():
+        return CheckResult(name, SKIPPED, "the autograd bridge differentiates a hand-written "
+                                          "backward once only (once_differentiable)")
     from ..autograd_bridge import run_layer   # local: keeps this module's imports light
+    from .checks_repeat import backward_modifies_memory
+    if backward_modifies_memory(subject):
+        return CheckResult(name, SKIPPED, "not run: backward modifies its memory in place "
+                                          "(see backward_twice), which a second derivative "
+                                          "through it cannot survive")
     layer = subject.copy(torch.float64)
     X = subject.inputs(2)
     snap = subject.snapshot(layer)
@@ -344,6 +355,8 @@ def check_second_derivatives(subject: Subject) -> CheckResult:
             (g,) = torch.autograd.grad(L, [x0], create_graph=create_graph, allow_unused=True)
         return torch.zeros_like(x0) if g is None else g
 
+    source = "the hand-written backward differentiated" if subject.has_backward \
+        else "autograd"
     base = X[0]
     x0 = base.clone().requires_grad_(True)
     try:
@@ -354,8 +367,11 @@ def check_second_derivatives(subject: Subject) -> CheckResult:
             with torch.enable_grad():
                 (hv,) = torch.autograd.grad((g * V).sum(), [x0], allow_unused=True)
             hv = torch.zeros_like(base) if hv is None else hv.detach()
-    except Exception as exc:  # noqa: BLE001 - reported, not failed
-        return CheckResult(name, SKIPPED, f"not supported: {describe_exception(exc)}")
+    except Exception as exc:  # noqa: BLE001 - the finding
+        return CheckResult(name, FAILED, f"the second derivative (create_graph=True, then "
+                                         f"backward again) raised {describe_exception(exc)}; a "
+                                         f"layer whose backward cannot be differentiated "
+                                         f"declares backward_is_differentiable = False")
 
     h = STEP * float(base.abs().max()) / float(V.abs().max())
     G = {k: first((base + k * h * V).requires_grad_(True)).detach() for k in (-2, -1, 1, 2)}
@@ -378,7 +394,9 @@ def check_second_derivatives(subject: Subject) -> CheckResult:
                            f"the derivative of {what} along a direction differs from finite "
                            f"differences at {int(bad.sum())} of {bad.numel()} elements: largest "
                            f"error {float(err[idx]):.3g} at index {idx}: expected "
-                           f"{float(central[idx]):.6g}, got {float(hv[idx]):.6g} (autograd)")
-    return CheckResult(name, PASSED, f"autograd's second derivative of L with respect to X "
-                                     f"along a direction matches finite differences of {what} "
-                                     f"(all {base.numel()} elements)")
+                           f"{float(central[idx]):.6g}, got {float(hv[idx]):.6g} ({source}). "
+                           f"Does backward detach a tensor, or compute with .item() or NumPy? "
+                           f"Then declare backward_is_differentiable = False")
+    return CheckResult(name, PASSED, f"the second derivative of L with respect to X along a "
+                                     f"direction ({source}) matches finite differences of "
+                                     f"{what} (all {base.numel()} elements)")

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..autograd_bridge import layer_label, run_layer
+from ..autograd_bridge import run_layer
 from ..layer import Layer
-from . import testdata
+from . import contract, testdata
 
 __all__ = ["Subject", "describe_exception", "as_tuple"]
 
@@ -60,7 +60,7 @@ class Subject:
 
     def __init__(self, layer: Layer, input_sizes: Sequence[tuple[int, ...]], seed: int = 0,
                  initialize: bool = True):
-        self.label = layer_label(layer)
+        self.label = contract.label(layer)
         self.kind = type(layer).__name__
         self.sizes = [tuple(s) for s in input_sizes]
         self.seed = int(seed)
@@ -72,13 +72,18 @@ class Subject:
         if initialize:
             base.initialize([tuple(s) for s in self.sizes])
         self.base = base
-        self.has_backward = bool(base.has_backward)
+        self.has_backward = contract.uses_backward(base)
         self.learnable_names = list(base.learnable_names)
-        self.state_names = list(base.state_names)
+        # State, and the buffers of modules inside the layer
+        self.state_names = [n for n, _ in base.named_buffers()]
         self.input_names = (["X"] if self.num_inputs == 1 else
                             [f"X{i + 1}" for i in range(self.num_inputs)])
-        self.derivative_names = [f"dLd{x}" for x in self.input_names] + \
-                                [f"dLd{n}" for n in self.learnable_names]
+        self.derivative_names = [contract.derivative_name(x) for x in
+                                 self.input_names + self.learnable_names]
+        #: warnings for the report (e.g. random numbers drawn in __init__)
+        self.warnings: list[str] = []
+        #: work started before the tests run (the fresh-process round trip)
+        self.background: dict[str, Any] = {}
 
     # -- copies and data ---------------------------------------------------
     def copy(self, dtype: torch.dtype = torch.float64, device: Any = "cpu",
@@ -122,30 +127,33 @@ class Subject:
 
     # -- the layer's entry points -------------------------------------------
     def predict(self, layer: Layer, X: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        with torch.no_grad():
-            return self._outputs(layer.predict(*X), "predict")
+        """predict in inference mode (``layer.eval()``, as a network predicts:
+        a wrapped torch.nn module follows the mode), the mode restored after."""
+        was = layer.training
+        layer.eval()
+        try:
+            with torch.no_grad():
+                return self._outputs(layer.predict(*X), "predict")
+        finally:
+            layer.train(was)
 
     def forward(self, layer: Layer, X: Sequence[torch.Tensor]):
         """The raw training forward: ``(Zs, memory)``."""
         self.reseed(X[0].device)
         with torch.no_grad():
-            result = layer.forward(*X)
-        if not isinstance(result, tuple) or len(result) != 2:
-            got = type(result).__name__ + (f" of length {len(result)}"
-                                           if isinstance(result, (tuple, list)) else "")
-            raise TypeError(f"forward must return (Z, memory), got {got}")
-        return self._outputs(result[0], "forward"), result[1]
+            Z, memory = contract.unpack_forward(layer, contract.training_forward(layer)(*X))
+        return self._outputs(Z, "forward"), memory
 
     def backward_raw(self, layer: Layer, X: Sequence[torch.Tensor],
                      Zs: Sequence[torch.Tensor], dLdZ: Sequence[torch.Tensor], memory: Any):
         """Call the layer's own ``backward`` with the arguments the autograd
         bridge gives it (``None`` for what ``backward_uses`` leaves out).
         Outside the bridge every derivative counts as needed."""
-        uses = layer.backward_uses
-        Xa = tuple(X) if "X" in uses else (None,) * len(X)
-        Za = tuple(Zs) if "Z" in uses else (None,) * len(Zs)
+        keeps_x, keeps_z, keeps_memory = contract.backward_keeps(layer)
+        Xa = tuple(X) if keeps_x else (None,) * len(X)
+        Za = tuple(Zs) if keeps_z else (None,) * len(Zs)
         with torch.no_grad():
-            return layer.backward(*Xa, *Za, *dLdZ, memory if "memory" in uses else None)
+            return layer.backward(*Xa, *Za, *dLdZ, memory if keeps_memory else None)
 
     def derivatives(self, layer: Layer, X: Sequence[torch.Tensor], dLdZ=None):
         """What training gets as derivatives, one per input and learnable:
@@ -182,23 +190,22 @@ class Subject:
         return grads, tuple(z.detach() for z in Zs)
 
     def _outputs(self, Z: Any, method: str) -> tuple[torch.Tensor, ...]:
-        n = self.num_outputs
-        Zs = as_tuple(Z) if n > 1 else (Z,)
-        if len(Zs) != n or not all(isinstance(z, torch.Tensor) for z in Zs):
-            want = "a tensor" if n == 1 else f"{n} tensors (num_outputs = {n})"
-            raise TypeError(f"{method} must return {want}, got {type(Z).__name__}")
-        return Zs
+        return contract.as_outputs(self.base, Z, method)
 
     # -- state --------------------------------------------------------------
     def snapshot(self, layer: Layer) -> dict[str, torch.Tensor]:
-        return {n: getattr(layer, n).detach().clone() for n in layer.state_names}
+        """The layer's State, and the buffers of modules inside it (a
+        wrapped torch.nn.BatchNorm2d's running statistics), by dotted name."""
+        return {n: b.detach().clone() for n, b in layer.named_buffers()}
 
     @staticmethod
     def restore(layer: Layer, snapshot: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for n, t in snapshot.items():
-                cur = getattr(layer, n)
+                *path, attr = n.split(".")
+                owner = layer.get_submodule(".".join(path)) if path else layer
+                cur = getattr(owner, attr)
                 if cur.shape == t.shape and cur.dtype == t.dtype:
                     cur.copy_(t)
                 else:
-                    setattr(layer, n, t.clone())
+                    setattr(owner, attr, t.clone())

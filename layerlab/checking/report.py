@@ -78,7 +78,10 @@ class CheckReport:
         seconds: the time the whole check took.
 
     ``report.passed`` is True when no test failed (skipped tests do not
-    count against a layer); ``report["gradients"]`` is one test's result.
+    count against a layer); ``report["gradients"]`` is one test's result;
+    ``report.text`` is the whole report (``str(report)`` is one line, so
+    that ``print(check_layer(...))`` does not repeat what ``verbose``
+    printed).
     """
 
     def __init__(self, layer: str, input_sizes: list[tuple[int, ...]],
@@ -87,6 +90,8 @@ class CheckReport:
         self.input_sizes = [tuple(s) for s in input_sizes]
         self.results: list[CheckResult] = list(results or [])
         self.seconds = seconds
+        #: findings that fail no test (e.g. random numbers drawn in __init__)
+        self.warnings: list[str] = []
 
     # -- queries --------------------------------------------------------
     @property
@@ -136,9 +141,23 @@ class CheckReport:
     def footer(self) -> str:
         return f"{self.summary}\nTime elapsed: {self.seconds:.2f} seconds."
 
+    @staticmethod
+    def warning_line(text: str) -> str:
+        head = f"  {'warning':<8} "
+        return head + text.replace("\n", "\n" + " " * len(head))
+
+    @property
+    def text(self) -> str:
+        """The whole report, as ``check_layer`` prints it with ``verbose``."""
+        return "\n".join([self.header(), *(self.warning_line(w) for w in self.warnings),
+                          *(r.line() for r in self.results), "", self.footer()])
+
     def __str__(self) -> str:
-        return "\n".join([self.header(), *(r.line() for r in self.results), "",
-                          self.footer()])
+        # short: check_layer has printed the whole report already (verbose),
+        # so print(check_layer(...)) adds one line, not the report again
+        failed = f"; failed: {', '.join(self.failed_tests)}" if self.failed_tests else ""
+        return (f"check_layer report for {self.layer}: {self.summary}{failed} "
+                f"(report.text for the whole report)")
 
     def __repr__(self) -> str:
         return (f"CheckReport(layer={self.layer}, passed={self.passed}, "

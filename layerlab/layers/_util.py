@@ -57,3 +57,26 @@ def size_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not ok:
         raise LayerError(f"{what}: expected a size such as (1, 28, 28), got {value!r}")
     return t
+
+
+def may_work_in_place(*tensors: torch.Tensor) -> bool:
+    """Whether a layer may write into new tensors in place or with ``out=``
+    (fast on CPU: each new large tensor costs about a pass itself).
+
+    Not when autograd records the computation (an in-place op may overwrite
+    what a derivative needs, and ``out=`` is not differentiable), nor under a
+    ``torch.func`` transform (``vmap`` cannot batch ``out=``, nor write a
+    batched result into an unbatched tensor), nor in ``torch.compile``
+    (which fuses the out-of-place form anyway).
+
+    Examples::
+
+        if may_work_in_place(X):
+            return X.clamp(max=0).exp_().sub_(1)
+        return X.clamp(max=0).exp() - 1
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)

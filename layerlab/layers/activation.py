@@ -13,14 +13,15 @@ on CPU those are several times slower than arithmetic (``bench/layers.py``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..validation import check_number
 from ..layer import Layer, Learnable
-from ._util import per_channel, positive_int, sum_per_channel
+from ._util import may_work_in_place, per_channel, positive_int, sum_per_channel
 
 __all__ = ["ReLU", "ELU", "LeakyReLU", "PReLU", "CReLU", "Tanh", "Sigmoid"]
 
@@ -54,7 +55,9 @@ class ELU(Layer):
 
     Args:
         num_channels: ``C``: one alpha per channel, initialised uniformly in
-            [0, 1) as in the seed post, learnable by default. Omitted: one
+            [0, 1) as in the seed post (drawn again when the network is
+            built, so ``training_options(seed=...)`` fixes it), learnable by
+            default. Omitted: one
             alpha shared by all channels.
         alpha: the initial (or fixed) value when ``num_channels`` is omitted,
             default 1.0.
@@ -79,19 +82,21 @@ class ELU(Layer):
         super().__init__(name=name, type="Exponential Linear Unit")
         if num_channels is not None:
             c = positive_int(num_channels, "ELU num_channels")
-            value = torch.rand(c)
+            # drawn again when the network is built (under the training seed)
+            spec = Learnable(draw=functools.partial(torch.rand, c))
             self.description = f"Exponential linear unit with {c} channels"
         else:
             alpha = check_number(alpha, "ELU alpha", error=LayerError, expected="a number")
-            value = torch.tensor([float(alpha)])
+            spec = Learnable(torch.tensor([float(alpha)]))
             self.description = f"Exponential linear unit with alpha: {alpha}"
         if learnable is None:
             learnable = num_channels is not None
-        self.alpha = Learnable(value, learnable=bool(learnable))
+        spec.learnable = bool(learnable)
+        self.alpha = spec
 
     def _a(self, X):
         if X.dim() < 2 or self.alpha.numel() not in (1, X.shape[1]):
-            raise LayerError(f"layer {layer_label(self)}: alpha has {self.alpha.numel()} "
+            raise LayerError(f"layer {self.label}: alpha has {self.alpha.numel()} "
                              f"channels, got input of size {tuple(X.shape)}")
         return per_channel(self.alpha, X)
 
@@ -100,10 +105,13 @@ class ELU(Layer):
     # kernels below are few, mostly in place, and avoid boolean masks and
     # torch.where, which are several times slower than float arithmetic on
     # CPU (F.elu is too: it costs more than clamp + exp).
-    @staticmethod
-    def _exp_min_0_minus_1(X):
-        """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows."""
-        return X.clamp(max=0).exp_().sub_(1)
+    def _exp_min_0_minus_1(self, X):
+        """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows.
+        In place (one new tensor) only where autograd does not record it:
+        ``exp_`` would overwrite the output ``exp``'s derivative needs."""
+        if may_work_in_place(X, self.alpha):
+            return X.clamp(max=0).exp_().sub_(1)
+        return X.clamp(max=0).exp() - 1
 
     def predict(self, X):
         return torch.addcmul(torch.relu(X), self._a(X), self._exp_min_0_minus_1(X))
@@ -116,10 +124,10 @@ class ELU(Layer):
         a = self._a(X)
         need_x, need_alpha = self.needs_gradient(0), self.needs_gradient("alpha")
         gm = dLdZ * memory if need_x or need_alpha else None    # dL/dZ (e^min(X,0) - 1)
-        dLdAlpha = None
+        dLdalpha = None
         if need_alpha:
             g = sum_per_channel(gm)
-            dLdAlpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
+            dLdalpha = g.sum().reshape(1) if self.alpha.numel() == 1 else g
         dLdX = None
         if need_x:
             # With T = dL/dZ where X > 0 (else 0; ReLU's derivative, a float
@@ -128,7 +136,7 @@ class ELU(Layer):
             # is G where X > 0 (m = 0 there) and alpha G e^X where X <= 0.
             T = torch.ops.aten.threshold_backward(dLdZ, X, 0)
             dLdX = T.addcmul_(a, gm.add_(dLdZ).sub_(T))
-        return dLdX, dLdAlpha
+        return dLdX, dLdalpha
 
 
 class LeakyReLU(Layer):
@@ -183,21 +191,21 @@ class LeakyReLU(Layer):
 
     def initialize(self, input_sizes):
         (size,) = input_sizes
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             if len(size) < 1:
-                raise LayerError(f"layer {layer_label(self)}: expected input (C, ...) with "
+                raise LayerError(f"layer {self.label}: expected input (C, ...) with "
                                  f"channels, got input of size {tuple(size)}")
             self._create(size[0])
         elif self.scale.numel() not in (1, size[0] if size else -1):
-            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+            raise LayerError(f"layer {self.label}: scale has {self.scale.numel()} "
                              f"channels, got input of size {tuple(size)}")
 
     def _check(self, X):
-        if "scale" not in self._parameters:
-            raise LayerError(f"layer {layer_label(self)}: the number of channels is not known "
+        if not self.has_learnable("scale"):
+            raise LayerError(f"layer {self.label}: the number of channels is not known "
                              f"yet; give num_channels or put the layer in a network")
         if X.dim() < 2 or self.scale.numel() not in (1, X.shape[1]):
-            raise LayerError(f"layer {layer_label(self)}: scale has {self.scale.numel()} "
+            raise LayerError(f"layer {self.label}: scale has {self.scale.numel()} "
                              f"channels, got input of size {tuple(X.shape)}")
 
     def predict(self, X):
@@ -227,12 +235,13 @@ class LeakyReLU(Layer):
             # on CPU, much faster than torch.where or a comparison.
             # in place: each new large tensor costs about a pass itself
             mask = memory.to(dLdZ.dtype) if X is None else X.sign().clamp_(min=0)
-            dLdX = mask.mul_(1 - a).add_(a).mul_(dLdZ)
-        dLdScale = None
+            slope = mask.mul_(1 - a).add_(a)
+            dLdX = slope.mul_(dLdZ) if may_work_in_place(dLdZ) else slope * dLdZ
+        dLdscale = None
         if self.needs_gradient("scale"):
             g = sum_per_channel(X.clamp(max=0).mul_(dLdZ))
-            dLdScale = g.sum().reshape(1) if self.scale.numel() == 1 else g
-        return dLdX, dLdScale
+            dLdscale = g.sum().reshape(1) if self.scale.numel() == 1 else g
+        return dLdX, dLdscale
 
 
 class PReLU(LeakyReLU):
@@ -282,10 +291,9 @@ class CReLU(Layer):
 
     def predict(self, X):
         if X.dim() < 2:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, ...), "
+            raise LayerError(f"layer {self.label}: expected input (N, C, ...), "
                              f"got {tuple(X.shape)}")
-        if torch.is_grad_enabled() and X.requires_grad:
-            # autograd through predict: out= arguments are not differentiable
+        if not may_work_in_place(X):
             return torch.cat([torch.relu(X), torch.relu(X.neg())], dim=1)
         # write both halves in place: max(0, -X) = max(0, X) - X
         Z = X.new_empty((X.shape[0], 2 * X.shape[1], *X.shape[2:]))
@@ -293,9 +301,6 @@ class CReLU(Layer):
         torch.clamp(X, min=0, out=Zpos)
         torch.sub(Zpos, X, out=Zneg)
         return Z
-
-    def forward(self, X):
-        return self.predict(X), None
 
     # backward reads only X, half the size of Z: Z is not kept
     backward_uses = ("X",)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer, Learnable
 from . import initializers
@@ -60,7 +59,7 @@ class Convolution2d(Layer):
     def _create(self, channels: int) -> None:
         kh, kw = self.filter_size
         shape = (self.num_filters, channels, kh, kw)
-        what = f"layer {layer_label(self)}"
+        what = f"layer {self.label}"
         self.weights = Learnable(initializers.initialize(
             self.weights_initializer, shape, kh * kw * channels, kh * kw * self.num_filters,
             what + " weights"))
@@ -71,17 +70,17 @@ class Convolution2d(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         if len(size) != 3:
-            raise LayerError(f"layer {layer_label(self)}: expected images (C, H, W), "
+            raise LayerError(f"layer {self.label}: expected images (C, H, W), "
                              f"got input of size {size}")
-        if "weights" not in self._parameters:
+        if not self.has_learnable("weights"):
             self._create(size[0])
         elif self.weights.shape[1] != size[0]:
-            raise LayerError(f"layer {layer_label(self)}: weights expect "
+            raise LayerError(f"layer {self.label}: weights expect "
                              f"{self.weights.shape[1]} input channels, got {size[0]} "
                              f"(input size {size})")
         ph, pw = (0, 0) if self.padding == "same" else self.padding
         if size[1] + 2 * ph < self.filter_size[0] or size[2] + 2 * pw < self.filter_size[1]:
-            raise LayerError(f"layer {layer_label(self)}: filter {self.filter_size} is larger "
+            raise LayerError(f"layer {self.label}: filter {self.filter_size} is larger "
                              f"than the padded input {size[1:]} ")
 
     def _padding(self):
@@ -104,7 +103,7 @@ class Convolution2d(Layer):
 
     def predict(self, X):
         if X.dim() != 4 or X.shape[1] != self.weights.shape[1]:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, "
+            raise LayerError(f"layer {self.label}: expected input (N, "
                              f"{self.weights.shape[1]}, H, W), got {tuple(X.shape)}")
         top, bottom, left, right = self._pads()
         if top != bottom or left != right:      # "same" with an even filter

@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..validation import check_number
 from ..layer import Layer, Learnable
@@ -32,7 +31,7 @@ class DenseLayer(Layer):
         raise NotImplementedError
 
     def _create(self, d: int) -> None:
-        rows, what = self.weight_rows, f"layer {layer_label(self)}"
+        rows, what = self.weight_rows, f"layer {self.label}"
         self.weights = Learnable(initializers.initialize(
             self.weights_initializer, (rows, d), d, rows, what + " weights"))
         self.bias = Learnable(initializers.initialize(
@@ -41,10 +40,10 @@ class DenseLayer(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         d = math.prod(size)
-        if "weights" not in self._parameters:
+        if not self.has_learnable("weights"):
             self._create(d)
         elif self.weights.shape[1] != d:
-            raise LayerError(f"layer {layer_label(self)}: weights expect {self.weights.shape[1]} "
+            raise LayerError(f"layer {self.label}: weights expect {self.weights.shape[1]} "
                              f"inputs, got {d} (input size {tuple(size)})")
 
     def _features(self, X):
@@ -53,7 +52,7 @@ class DenseLayer(Layer):
         if X.dim() > 2:
             X = X.flatten(1)
         if X.dim() != 2 or X.shape[1] != self.weights.shape[1]:
-            raise LayerError(f"layer {layer_label(self)}: expected input with "
+            raise LayerError(f"layer {self.label}: expected input with "
                              f"{self.weights.shape[1]} features, got {tuple(X.shape)}")
         return X
 

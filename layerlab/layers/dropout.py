@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..validation import check_number
 from ..layer import Layer
@@ -92,7 +91,7 @@ class SpatialDropout(Layer):
 
     def predict(self, X):
         if X.dim() < 3:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, H, ...) with "
+            raise LayerError(f"layer {self.label}: expected input (N, C, H, ...) with "
                              f"spatial dimensions, got {tuple(X.shape)}; use Dropout for "
                              f"features")
         return X

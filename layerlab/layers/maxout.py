@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer
 from . import initializers
-from ._util import positive_int
+from ._util import may_work_in_place, positive_int
 from .dense import DenseLayer
 
 __all__ = ["Maxout", "FullyConnectedMaxout"]
@@ -19,7 +18,7 @@ __all__ = ["Maxout", "FullyConnectedMaxout"]
 
 def _check_pieces(layer, X, k):
     if X.dim() < 2 or X.shape[1] % k:
-        raise LayerError(f"layer {layer_label(layer)}: expected input (N, C*{k}, ...) "
+        raise LayerError(f"layer {layer.label}: expected input (N, C*{k}, ...) "
                          f"with channels divisible by num_pieces {k}, got {tuple(X.shape)}")
 
 
@@ -67,7 +66,7 @@ class Maxout(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         if len(size) < 1 or size[0] % self.num_pieces:
-            raise LayerError(f"layer {layer_label(self)}: expected (C*{self.num_pieces}, ...) "
+            raise LayerError(f"layer {self.label}: expected (C*{self.num_pieces}, ...) "
                              f"with channels divisible by num_pieces {self.num_pieces}, got "
                              f"input of size {tuple(size)}")
 
@@ -91,7 +90,11 @@ class Maxout(Layer):
         if not self.needs_gradient(0):
             return (None,)
         N, C = dLdZ.shape[:2]
-        if self.num_pieces == 2:
+        if self.num_pieces == 2 and not may_work_in_place(dLdZ):
+            # backward differentiated (create_graph, torch.func): no out= ops
+            Gw = dLdZ * memory.to(dLdZ.dtype)
+            dLdX = torch.stack([dLdZ - Gw, Gw], dim=2)
+        elif self.num_pieces == 2:
             # float arithmetic, not a scatter: piece 1 gets G w, piece 0 G - G w
             dLdX = dLdZ.new_empty((N, C, 2, *dLdZ.shape[2:]))
             torch.mul(dLdZ, memory.to(dLdZ.dtype), out=dLdX[:, :, 1])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer
 from ._util import positive_int
@@ -44,7 +43,7 @@ class Addition(Layer):
     def _check_sizes(self, input_sizes):
         sizes = [tuple(s) for s in input_sizes]
         if any(s != sizes[0] for s in sizes):
-            raise LayerError(f"layer {layer_label(self)}: inputs must have the same size, "
+            raise LayerError(f"layer {self.label}: inputs must have the same size, "
                              f"got {', '.join(map(str, sizes))}")
 
     def predict(self, *X):
@@ -87,11 +86,11 @@ class Concatenation(Layer):
         sizes = [tuple(s) for s in input_sizes]
         d = self.dim - 1                    # sizes have no batch dimension
         if any(len(s) != len(sizes[0]) for s in sizes) or d >= len(sizes[0]):
-            raise LayerError(f"layer {layer_label(self)}: cannot concatenate along dimension "
+            raise LayerError(f"layer {self.label}: cannot concatenate along dimension "
                              f"{self.dim} inputs of sizes {', '.join(map(str, sizes))}")
         rest = [s[:d] + s[d + 1:] for s in sizes]
         if any(r != rest[0] for r in rest):
-            raise LayerError(f"layer {layer_label(self)}: inputs must agree in all but "
+            raise LayerError(f"layer {self.label}: inputs must agree in all but "
                              f"dimension {self.dim}, got {', '.join(map(str, sizes))}")
 
     def predict(self, *X):

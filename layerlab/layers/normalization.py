@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..validation import check_number
 from ..layer import Layer, Learnable, State
@@ -37,7 +36,7 @@ class _AffinePerChannel(Layer):
             self._create(positive_int(num_channels, f"{kind} num_channels"))
 
     def _create(self, c: int) -> None:
-        what = f"layer {layer_label(self)}"
+        what = f"layer {self.label}"
         self.offset = Learnable(initializers.initialize(self.offset_initializer, (c,), c, c,
                                                         what + " offset"))
         self.scale = Learnable(initializers.initialize(self.scale_initializer, (c,), c, c,
@@ -46,20 +45,20 @@ class _AffinePerChannel(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         if len(size) < 1:
-            raise LayerError(f"layer {layer_label(self)}: expected input (C, ...) with "
+            raise LayerError(f"layer {self.label}: expected input (C, ...) with "
                              f"channels, got input of size {tuple(size)}")
-        if "scale" not in self._parameters:
+        if not self.has_learnable("scale"):
             self._create(size[0])
         elif self.scale.shape[0] != size[0]:
-            raise LayerError(f"layer {layer_label(self)}: has {self.scale.shape[0]} channels, "
+            raise LayerError(f"layer {self.label}: has {self.scale.shape[0]} channels, "
                              f"got input of size {tuple(size)}")
 
     def _check(self, X):
-        if "scale" not in self._parameters:
-            raise LayerError(f"layer {layer_label(self)}: the number of channels is not known "
+        if not self.has_learnable("scale"):
+            raise LayerError(f"layer {self.label}: the number of channels is not known "
                              f"yet; give num_channels or put the layer in a network")
         if X.dim() < 2 or X.shape[1] != self.scale.shape[0]:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, "
+            raise LayerError(f"layer {self.label}: expected input (N, "
                              f"{self.scale.shape[0]}, ...), got {tuple(X.shape)}")
 
 
@@ -159,7 +158,7 @@ class BatchNormalization(_AffinePerChannel):
     def _values_per_channel(self, X) -> int:
         m = X.numel() // X.shape[1]
         if m < 2:
-            raise LayerError(f"layer {layer_label(self)}: training needs more than one value "
+            raise LayerError(f"layer {self.label}: training needs more than one value "
                              f"per channel, got input of size {tuple(X.shape)}")
         return m
 
@@ -198,8 +197,8 @@ class BatchNormalization(_AffinePerChannel):
         sum_g = dLdZ.sum(dim=dims)                                  # sum dL/dZ
         sum_gx = (dLdZ * X).sum(dim=dims)                           # sum dL/dZ * X
         sum_g_centered = sum_gx - mean * sum_g                      # sum dL/dZ (X - mu)
-        dLdBeta = sum_g if self.needs_gradient("offset") else None
-        dLdGamma = sum_g_centered * inv_std if self.needs_gradient("scale") else None
+        dLdoffset = sum_g if self.needs_gradient("offset") else None
+        dLdscale = sum_g_centered * inv_std if self.needs_gradient("scale") else None
         dLdX = None
         if self.needs_gradient(0):
             # dL/dvar and dL/dmu from dL/dX-hat = gamma * dL/dZ (slide 42)
@@ -212,7 +211,7 @@ class BatchNormalization(_AffinePerChannel):
             b = dLdMu / m - c * mean
             dLdX = torch.addcmul(per_channel(b, X), dLdZ, per_channel(a, X))
             dLdX.addcmul_(X, per_channel(c, X))
-        return dLdX, dLdBeta, dLdGamma
+        return dLdX, dLdoffset, dLdscale
 
 
 class LayerNormalization(_AffinePerChannel):

@@ -70,7 +70,12 @@ class Classification(OutputLayer):
         p = Y.gather(1, T.view(-1, 1)).clamp_min(torch.finfo(Y.dtype).tiny)
         return -p.log().mean()
 
+    def takes_logits_from(self, layer):
+        """A :class:`Softmax` feeding this layer is fused into the loss."""
+        return isinstance(layer, Softmax)
+
     def loss_from_logits(self, logits, T):
+        """``F.cross_entropy(logits, T)``: the loss of ``softmax(logits)``."""
         return F.cross_entropy(logits, T)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..autograd_bridge import layer_label
 from ..errors import LayerError
 from ..layer import Layer
 from ._util import int_pair
@@ -27,11 +26,11 @@ class _Pooling2d(Layer):
 
     def _check_size(self, size) -> None:
         if len(size) != 3:
-            raise LayerError(f"layer {layer_label(self)}: expected images (C, H, W), got "
+            raise LayerError(f"layer {self.label}: expected images (C, H, W), got "
                              f"input of size {tuple(size)}")
         for s, p, k in zip(size[1:], self.padding, self.pool_size):
             if s + 2 * p < k:
-                raise LayerError(f"layer {layer_label(self)}: pool {self.pool_size} is larger "
+                raise LayerError(f"layer {self.label}: pool {self.pool_size} is larger "
                                  f"than the padded input {tuple(size[1:])}")
 
     def initialize(self, input_sizes):
@@ -40,7 +39,7 @@ class _Pooling2d(Layer):
 
     def _check(self, X):
         if X.dim() != 4:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, H, W), "
+            raise LayerError(f"layer {self.label}: expected input (N, C, H, W), "
                              f"got {tuple(X.shape)}")
         self._check_size(tuple(X.shape[1:]))
 
@@ -121,11 +120,11 @@ class GlobalAveragePooling2d(Layer):
     def initialize(self, input_sizes):
         (size,) = input_sizes
         if len(size) != 3:
-            raise LayerError(f"layer {layer_label(self)}: expected images (C, H, W), got "
+            raise LayerError(f"layer {self.label}: expected images (C, H, W), got "
                              f"input of size {tuple(size)}")
 
     def predict(self, X):
         if X.dim() != 4:
-            raise LayerError(f"layer {layer_label(self)}: expected input (N, C, H, W), "
+            raise LayerError(f"layer {self.label}: expected input (N, C, H, W), "
                              f"got {tuple(X.shape)}")
         return X.mean(dim=(2, 3), keepdim=True)

@@ -25,6 +25,8 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
+import torch
+
 from ..errors import NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 
@@ -33,8 +35,18 @@ __all__ = ["LayerGraph", "Block", "default_layer_name"]
 
 def default_layer_name(layer: Layer) -> str:
     """The base of a layer's automatic name: ``Convolution2d`` -> ``convolution2d``."""
-    base = getattr(type(layer), "default_name", None) or type(layer).__name__
+    base = getattr(layer, "default_name", None) or type(layer).__name__
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base).lower()
+
+
+def as_layer(item):
+    """A layer for an item of a layer list: a ``torch.nn.Module`` that is
+    not a layerlab layer is wrapped in a :class:`~layerlab.ModuleLayer`;
+    anything else is returned as is (and refused by the caller)."""
+    if isinstance(item, torch.nn.Module) and not isinstance(item, Layer):
+        from ..layers.module import ModuleLayer  # the layers package imports network-free modules
+        return ModuleLayer(item)
+    return item
 
 
 def _input_ports(layer: Layer) -> list[str]:
@@ -69,6 +81,7 @@ class Block:
     default_name: str = "block"
 
     def __post_init__(self):
+        self.layers = {role: as_layer(layer) for role, layer in self.layers.items()}
         for role, layer in self.layers.items():
             if not isinstance(layer, Layer):
                 raise NetworkError(f"Block: layer {role!r} is a {type(layer).__name__}, "
@@ -113,11 +126,12 @@ class LayerGraph:
                                f"{list(self._layers)}") from None
 
     def _add(self, layer: Layer) -> str:
+        layer = as_layer(layer)
         if not isinstance(layer, Layer):
             raise NetworkError(f"expected a layerlab.Layer, got {type(layer).__name__} "
                                f"({layer!r:.60})")
         if any(existing is layer for existing in self._layers.values()):
-            raise NetworkError(f"layer {layer.name or type(layer).__name__!r} was added twice; "
+            raise NetworkError(f"layer {layer.label} was added twice; "
                                f"use a separate layer object for each place")
         if not layer.name:
             base = default_layer_name(layer)
@@ -133,15 +147,17 @@ class LayerGraph:
     def add_layers(self, layers: Iterable[Layer | Block] | Layer | Block) -> "LayerGraph":
         """Add layers (or blocks), connected one after another (not to
         existing layers). Returns the graph."""
-        if isinstance(layers, (Layer, Block)):
+        if isinstance(layers, (torch.nn.Module, Block)):
             layers = [layers]
         if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
             raise NetworkError(f"expected a list of layers, got {type(layers).__name__}")
         prev = None
         for i, item in enumerate(layers):
+            item = as_layer(item)
             if not isinstance(item, (Layer, Block)):
                 raise NetworkError(f"layers[{i}] is a {type(item).__name__} ({item!r:.60}), not "
-                                   f"a layerlab.Layer (or a Block such as residual_block())")
+                                   f"a layerlab.Layer, a torch.nn.Module or a Block such as "
+                                   f"residual_block()")
             if isinstance(item, Block):
                 entries, exit_name = self._add_block(item)
                 if prev is not None:
@@ -235,30 +251,24 @@ class LayerGraph:
         return self
 
     # -- analysis --------------------------------------------------------
-    def input_sources(self, name: str) -> list[tuple[str, int] | None]:
-        """For each input of layer ``name``: (source layer, output index),
-        or ``None`` where the input is not connected."""
+    def sources(self, name: str, allow_unconnected: bool = False
+                ) -> list[tuple[str, int] | None]:
+        """For each input of layer ``name``: (source layer, output index).
+        An input that is not connected raises a :class:`NetworkError`, or,
+        with ``allow_unconnected``, gives ``None``."""
         layer = self.layer(name)
         out: list[tuple[str, int] | None] = []
         for port in _input_ports(layer):
             src = self._edges.get(f"{name}/{port}")
             if src is None:
+                if not allow_unconnected:
+                    raise NetworkError(f"input '{name}/{port}' of layer {layer.label} "
+                                       f"is not connected")
                 out.append(None)
                 continue
             sname, sport = src.split("/")
             out.append((sname, 0 if sport == "out" else int(sport[3:]) - 1))
         return out
-
-    def sources_of(self, name: str) -> list[tuple[str, int]]:
-        """For each input of layer ``name``: (source layer, output index);
-        raises a :class:`NetworkError` for an input that is not connected."""
-        layer = self.layer(name)
-        sources = self.input_sources(name)
-        for port, src in zip(_input_ports(layer), sources):
-            if src is None:
-                raise NetworkError(f"input '{name}/{port}' of layer {name!r} "
-                                   f"({type(layer).__name__}) is not connected")
-        return sources  # type: ignore[return-value]
 
     def topological_order(self, allow_unconnected: bool = False) -> list[str]:
         """Layer names so that every layer comes after its sources; raises a
@@ -267,7 +277,7 @@ class LayerGraph:
         def sources(n: str) -> list[str]:
             if isinstance(self._layers[n], InputLayer):
                 return []
-            srcs = self.input_sources(n) if allow_unconnected else self.sources_of(n)
+            srcs = self.sources(n, allow_unconnected)
             return [s[0] for s in srcs if s is not None]
 
         deps = {n: sources(n) for n in self._layers}

@@ -14,12 +14,37 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..autograd_bridge import layer_label, run_layer
+from ..autograd_bridge import run_layer
 from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 from .graph import LayerGraph
 
-__all__ = ["Network", "as_network"]
+__all__ = ["Network", "as_network", "probe_layer"]
+
+
+def probe_layer(layer: Layer, xs: Sequence[torch.Tensor], device: torch.device | None = None,
+                where: str = "") -> tuple[torch.Tensor, ...]:
+    """Initialise ``layer`` for inputs ``xs`` (a small batch each) and run its
+    ``predict`` on them (no hooks, no autograd): its outputs, as a tuple. A
+    failure is a :class:`NetworkError` naming the layer and the input sizes
+    (``where`` says where they came from). Used to size networks and by
+    :func:`~layerlab.summary`."""
+    sizes = [tuple(x.shape[1:]) for x in xs]
+    try:
+        with torch.no_grad():
+            layer.draw_initial_values()
+            layer.initialize(sizes)
+            if device is not None:
+                layer.to(device)
+            z = run_layer(layer, tuple(xs), training=False)
+    except LayerlabError as exc:
+        raise NetworkError(f"{exc}" if "layer '" in str(exc) else
+                           f"layer {layer.label}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - user code: add context
+        desc = ", ".join(str(s) for s in sizes)
+        raise NetworkError(f"layer {layer.label} cannot take input of size {desc}"
+                           f"{where}: {type(exc).__name__}: {exc}") from exc
+    return z if isinstance(z, tuple) else (z,)
 
 
 class Network(torch.nn.Module):
@@ -48,7 +73,7 @@ class Network(torch.nn.Module):
         for n in order:
             layer = graph.layer(n)
             srcs = () if isinstance(layer, InputLayer) else tuple(
-                (index[s], k) for s, k in graph.sources_of(n))
+                (index[s], k) for s, k in graph.sources(n))
             self._plan.append(srcs)
         inputs = [l for l in self.layers if isinstance(l, InputLayer)]
         if len(inputs) != 1:
@@ -57,13 +82,12 @@ class Network(torch.nn.Module):
         self.input_layer: InputLayer = inputs[0]
         last = self.layers[-1]
         self.output_layer: OutputLayer | None = last if isinstance(last, OutputLayer) else None
-        # Softmax followed by cross-entropy: training takes the loss from the
-        # softmax's input (F.cross_entropy), which is exact and faster.
-        from ..layers.output import Softmax  # local: layers import network-free modules only
+        # e.g. Softmax followed by cross-entropy: training takes the loss from
+        # the softmax's input (OutputLayer.takes_logits_from / loss_from_logits)
         self._fuse_softmax = bool(
-            self.output_layer is not None and hasattr(self.output_layer, "loss_from_logits")
-            and len(self.layers) >= 2 and isinstance(self.layers[-2], Softmax)
-            and self._plan[-1] == ((len(self.layers) - 2, 0),))
+            self.output_layer is not None and len(self.layers) >= 2
+            and self._plan[-1] == ((len(self.layers) - 2, 0),)
+            and self.output_layer.takes_logits_from(self.layers[-2]))
         self.sizes: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._infer_sizes()
 
@@ -82,26 +106,12 @@ class Network(torch.nn.Module):
                         xs = (x,)
                     else:
                         xs = tuple(outputs[j][k] for j, k in srcs)
-                    sizes = [tuple(x.shape[1:]) for x in xs]
                     where = "" if not srcs else " from " + ", ".join(
                         f"'{self.layers[j].name}'" for j, _ in srcs)
-                    try:
-                        layer.initialize(sizes)
-                        p = next(iter(self.parameters()), None)
-                        if p is not None:
-                            layer.to(p.device)
-                        z = run_layer(layer, xs, training=False)
-                    except LayerlabError as exc:
-                        raise NetworkError(f"{exc}" if "layer '" in str(exc) else
-                                           f"layer {layer_label(layer)}: {exc}") from exc
-                    except Exception as exc:  # noqa: BLE001 - user code: add context
-                        desc = ", ".join(str(s) for s in sizes)
-                        raise NetworkError(
-                            f"layer {layer_label(layer)} cannot take input of size {desc}"
-                            f"{where}: {type(exc).__name__}: {exc}") from exc
-                    zs = z if isinstance(z, tuple) else (z,)
-                    outputs.append(zs)
-                    self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in zs)
+                    p = next(iter(self.parameters()), None)
+                    z = probe_layer(layer, xs, p.device if p is not None else None, where)
+                    outputs.append(z)
+                    self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in z)
         finally:
             self.train(was_training)
 
@@ -168,7 +178,6 @@ class Network(torch.nn.Module):
         if stop is None:
             stop = len(self.layers) - (1 if self.output_layer is not None else 0)
         values: list[Any] = [None] * stop
-        training = self.training
         for i in range(stop):
             layer = self.layers[i]
             srcs = self._plan[i]
@@ -177,7 +186,9 @@ class Network(torch.nn.Module):
             else:
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
-            values[i] = run_layer(layer, xs, training)
+            # through nn.Module.__call__ (hooks fire); each layer runs in its
+            # own mode, which net.train() / net.eval() set
+            values[i] = layer(*xs)
         return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
@@ -186,7 +197,7 @@ class Network(torch.nn.Module):
             raise NetworkError("the network has no output layer (e.g. Classification()) "
                                "to compute a loss")
         if from_logits and self._fuse_softmax:
-            return self.output_layer.loss_from_logits(Y, T)  # type: ignore[attr-defined]
+            return self.output_layer.loss_from_logits(Y, T)
         return self.output_layer.loss(Y, T)
 
     def predict(self, X, mini_batch_size: int = 1024):
@@ -243,7 +254,7 @@ def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:
         return layers
     if isinstance(layers, Layer):
         raise NetworkError("expected a list of layers, got a single layer "
-                           f"{layer_label(layers)}: wrap it in [ ]")
+                           f"{layers.label}: wrap it in [ ]")
     if not isinstance(layers, (LayerGraph, list, tuple)):
         raise NetworkError(f"expected a list of layers or a LayerGraph, "
                            f"got {type(layers).__name__}")

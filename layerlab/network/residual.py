@@ -33,7 +33,7 @@ __all__ = ["residual_block"]
 
 def residual_block(in_channels: int, out_channels: int | None = None, stride: int = 1,
                    filter_size: int = 3, weights_initializer="glorot",
-                   zero_init_residual: bool = True, batch_norm_backward: str = "native",
+                   zero_init_residual: bool = False, batch_norm_backward: str = "native",
                    name: str | None = None) -> Block:
     r"""A residual block: ``Z = ReLU(BN(conv(ReLU(BN(conv(X))))) + S(X))``.
 
@@ -51,11 +51,12 @@ def residual_block(in_channels: int, out_channels: int | None = None, stride: in
         weights_initializer: for the convolutions, default ``"glorot"``
             (``"he"`` is the ResNet paper's).
         zero_init_residual: start the second batch normalization's scale
-            (gamma) at 0, so that the block starts as ``ReLU(S(X))``: deep
-            stacks then train from the first iteration (Goyal et al. 2017).
-            Default True: with gamma 1 (False, the lecture's plain
-            initialization) a stack of 10 blocks barely learns the digits in
-            the first epochs, since every block adds a unit-variance branch.
+            (gamma) at 0, so that the block starts as ``ReLU(S(X))`` (Goyal
+            et al. 2017): an option for deep stacks, where every block with
+            gamma 1 adds a unit-variance branch. Default False: the lecture's
+            plain initialization (gamma 1), which a small residual network
+            trains far faster with (issue 17: 0.26-0.42 vs 0.11-0.15 test
+            accuracy after 12 epochs on 2,560 digits, 3 seeds).
         batch_norm_backward: ``"native"`` or ``"formula"``, see
             :class:`~layerlab.layers.normalization.BatchNormalization`.
         name: the block's name; its layers are named ``"<name>_conv1"``,

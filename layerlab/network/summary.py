@@ -16,11 +16,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..autograd_bridge import run_layer
 from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer
-from .graph import Block, LayerGraph
-from .network import Network
+from .graph import Block, LayerGraph, as_layer
+from .network import Network, probe_layer
 
 __all__ = ["summary", "Summary", "SummaryRow"]
 
@@ -130,11 +129,12 @@ def _as_graph(layers_or_net: Any) -> LayerGraph:
         return copy.deepcopy(layers_or_net.graph)
     if isinstance(layers_or_net, LayerGraph):
         return copy.deepcopy(layers_or_net)
-    if isinstance(layers_or_net, (Layer, Block)):
+    if isinstance(layers_or_net, (torch.nn.Module, Block)):
         layers_or_net = [layers_or_net]
     if not isinstance(layers_or_net, (list, tuple)):
         raise NetworkError(f"summary: expected a list of layers, a LayerGraph or a Network, "
                            f"got {type(layers_or_net).__name__}")
+    layers_or_net = [as_layer(item) for item in layers_or_net]
     for i, item in enumerate(layers_or_net):
         if not isinstance(item, (Layer, Block)):
             raise NetworkError(f"summary: item {i} is a {type(item).__name__}, not a "
@@ -178,7 +178,7 @@ def summary(layers_or_net: Sequence[Layer] | LayerGraph | Network,
             if isinstance(layer, InputLayer):
                 xs = [torch.zeros((2, *(input_size or layer.input_size)))]
             else:
-                for k, src in enumerate(graph.input_sources(name)):
+                for k, src in enumerate(graph.sources(name, allow_unconnected=True)):
                     if src is None:
                         if input_size is not None and not has_input_layer:
                             xs.append(torch.zeros((2, *input_size)))
@@ -194,12 +194,11 @@ def summary(layers_or_net: Sequence[Layer] | LayerGraph | Network,
             Z = None
             if error is None:
                 try:
-                    layer.initialize([tuple(x.shape[1:]) for x in xs])
-                    Z = run_layer(layer, tuple(xs), training=False)
-                    Z = Z if isinstance(Z, tuple) else (Z,)
-                except Exception as exc:  # noqa: BLE001 - reported in the row
+                    Z = probe_layer(layer, xs)      # as Network sizes its layers
+                except NetworkError as exc:     # reported in the row
+                    cause = exc.__cause__ if exc.__cause__ is not None else exc
                     sizes = ", ".join(str(tuple(x.shape[1:])) for x in xs)
-                    error = f"cannot take input of size {sizes}: {_reason(exc)}"
+                    error = f"cannot take input of size {sizes}: {_reason(cause)}"
                     Z = None
             outputs[name] = Z
             params = layer.learnables()

@@ -240,7 +240,7 @@ def check_output(run: "TrainingRun") -> None:
     net, out = run.net, run.output_layer
     if not isinstance(out, Classification):
         return
-    srcs = net.graph.input_sources(out.name)
+    srcs = net.graph.sources(out.name, allow_unconnected=True)
     src = net.layer(srcs[0][0]) if srcs and srcs[0] is not None else None
     size = net.sizes[src.name][srcs[0][1]] if src is not None else None
     k = len(out.classes or [])

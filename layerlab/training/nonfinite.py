@@ -23,8 +23,8 @@ def first_nonfinite_layer(net: Network, xb: torch.Tensor) -> str | None:
     for layer, z in zip(net.layers, net.layer_outputs(xb)):   # one pass, every output
         for pname, p in layer.learnables().items():
             if not torch.isfinite(p).all():
-                return f"'{layer.name}' ({type(layer).__name__}; its learnable '{pname}' is not finite)"
+                return f"{layer.label} (its learnable '{pname}' is not finite)"
         zs = z if isinstance(z, tuple) else (z,)
         if not all(bool(torch.isfinite(t).all()) for t in zs):
-            return f"'{layer.name}' ({type(layer).__name__})"
+            return layer.label
     return None
