@@ -201,8 +201,8 @@ class BatchNormalization(_AffinePerChannel):
         sum_g = dLdZ.sum(dim=dims)                                  # sum dL/dZ
         sum_gx = (dLdZ * X).sum(dim=dims)                           # sum dL/dZ * X
         sum_g_centered = sum_gx - mean * sum_g                      # sum dL/dZ (X - mu)
-        dLdBeta = sum_g if self.needs_gradient("offset") else None
-        dLdGamma = sum_g_centered * inv_std if self.needs_gradient("scale") else None
+        dLdOffset = sum_g if self.needs_gradient("offset") else None
+        dLdScale = sum_g_centered * inv_std if self.needs_gradient("scale") else None
         dLdX = None
         if self.needs_gradient(0):
             # dL/dvar and dL/dmu from dL/dX-hat = gamma * dL/dZ (slide 42)
@@ -215,7 +215,7 @@ class BatchNormalization(_AffinePerChannel):
             b = dLdMu / m - c * mean
             dLdX = torch.addcmul(per_channel(b, X), dLdZ, per_channel(a, X))
             dLdX.addcmul_(X, per_channel(c, X))
-        return dLdX, dLdBeta, dLdGamma
+        return dLdX, dLdOffset, dLdScale
 
 
 class LayerNormalization(_AffinePerChannel):
