@@ -121,21 +121,34 @@ class FullyConnected(DenseLayer):
     def predict(self, X):
         X = self._features(X)
         if torch.is_grad_enabled() and (X.requires_grad or self.weights.requires_grad):
-            # differentiated by autograd (e.g. outside training): F.linear's
-            # derivative keeps every gradient contiguous
+            # differentiated by autograd: F.linear's derivative keeps every
+            # gradient contiguous (the transposed form's would not be)
             return F.linear(X, self.weights, self.bias)
         return self._affine(X, self.weights, self.bias)
 
     def forward(self, X):
-        X = self._features(X)
         if self.drop_connect == 0:
-            return self._affine(X, self.weights, self.bias), None
+            return self.predict(X), None
+        X = self._features(X)
         p = self.drop_connect
         mask = torch.empty_like(self.weights).bernoulli_(1.0 - p).div_(1.0 - p)
         return self._affine(X, self.weights * mask, self.bias), mask
 
     # backward reads X and forward's DropConnect mask (None without), never Z
     backward_uses = ("X", "memory")
+
+    # The hand-written path pays where the product is long and skinny (the
+    # seed's 11520 -> 10: the faster (W X^T)^T form); for small layers (the
+    # deep MLP's 100 -> 100) the cost of running a hand-written backward
+    # outweighs it, and autograd differentiates F.linear instead
+    # (bench/README.md). DropConnect always uses it.
+    LONG_INPUT = 2048
+
+    @property
+    def has_backward(self) -> bool:
+        if self.drop_connect > 0 or "weights" not in self._parameters:
+            return True
+        return self.weights.shape[1] >= self.LONG_INPUT and self.weights.shape[0] <= 64
 
     def backward(self, X, Z, dLdZ, memory):
         r"""With :math:`\tilde W = W` (or :math:`W \odot M / (1 - p)` under
