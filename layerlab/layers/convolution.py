@@ -121,20 +121,15 @@ class Convolution2d(Layer):
             \frac{\partial L}{\partial b_f} = \sum_{n,h,w}
                 \frac{\partial L}{\partial Z_{n,f,h,w}}
 
-        and dL/dX is the transposed convolution of dL/dZ with W. All three
-        come from PyTorch's ``convolution_backward`` except one case: on the
-        CPU, for one or two input channels (a network's first layer, e.g. the
-        seed's 28x28x1 digits), the weight gradient is written as a
-        convolution of X^T with dL/dZ^T, batch and channels swapped, which
-        oneDNN runs faster there (timings: bench/README.md). Each derivative
-        is computed only when it is needed: the first layer's dL/dX never is.
+        and dL/dX is the transposed convolution of dL/dZ with W, all from
+        PyTorch's ``convolution_backward`` (oneDNN on the CPU; with torch 2.13
+        its weight gradient is faster than the earlier swapped-convolution
+        form for 1-2 input channels too: bench/README.md). Each derivative is
+        computed only when it is needed: the first layer's dL/dX never is.
         """
         need_x = self.needs_gradient(0)
         need_w = self.needs_gradient("weights")
         need_b = self.needs_gradient("bias")
-        swapped = (need_w and X.device.type == "cpu" and self.stride == (1, 1)
-                   and X.shape[1] <= 2 and self.num_filters <= 32)
-        native_w = need_w and not swapped
         top, bottom, left, right = self._pads()
         symmetric = top == bottom and left == right
         # an asymmetric ("same" with an even filter) padding is applied to X
@@ -142,16 +137,12 @@ class Convolution2d(Layer):
         Xp = X if symmetric else F.pad(X, (left, right, top, bottom))
         padding = [top, left] if symmetric else [0, 0]
         dLdX = dLdW = None
-        if need_x or native_w:
+        if need_x or need_w:
             dLdXp, dLdW, _ = torch.ops.aten.convolution_backward(
                 dLdZ, Xp, self.weights, None, list(self.stride), padding, [1, 1], False,
-                [0, 0], 1, [need_x, native_w, False])
+                [0, 0], 1, [need_x, need_w, False])
             if need_x:
                 dLdX = dLdXp if symmetric else \
                     dLdXp[:, :, top:dLdXp.shape[2] - bottom, left:dLdXp.shape[3] - right]
-        if swapped:
-            # (C, N, H, W) "images" convolved with (F, N, H', W') "filters"
-            dLdW = F.conv2d(Xp.transpose(0, 1), dLdZ.transpose(0, 1), padding=padding)
-            dLdW = dLdW.transpose(0, 1).contiguous()
         dLdb = dLdZ.sum(dim=(0, 2, 3)) if need_b else None
         return dLdX, dLdW, dLdb
