@@ -32,6 +32,26 @@ Contenders (each trains from scratch, same seed, same data, same iterations):
     layerlab's own network and solver driven by the bare minimum loop
     (forward, loss, zero_grad, backward, step; no bookkeeping, no table):
     ``layerlab / bare - 1`` is layerlab's overhead.
+``compiled``
+    The ``plain`` loop with ``torch.compile(model)`` (default mode). Its
+    first iteration compiles; that iteration's time is reported apart as
+    ``compile_seconds`` and the ms per iteration are over the others.
+``mlp-plain``, ``mlp-layerlab``
+    The deep MLP of the experiments (``layerlab.experiments.
+    deep_mlp_batchnorm``): 10 x (fully connected 100, batch norm, ELU with
+    alpha 1 fixed), fully connected 10, softmax, cross-entropy; plain SGD
+    lr 0.1 (no momentum, no L2), mini-batch 100 (50 iterations an epoch),
+    the same epochs. Plain: ``nn.Sequential`` of ``Linear``,
+    ``BatchNorm1d``, ``nn.ELU``, ``torch.optim.SGD(lr=0.1)``.
+
+Peak memory: after the timed rounds, each contender trains in a fresh
+child process (glibc told to map large blocks and return them at once,
+so that the resident set follows the live tensors): one warm-up epoch,
+then the kernel's peak resident-set counter is reset
+(``/proc/self/clear_refs``) and one more epoch (and the test accuracy)
+runs; "peak MB" is the process's peak RSS then, "training MB" that peak
+minus the RSS before it (the contender's working memory). ``--no-memory``
+skips it.
 
 Each contender's time is its training loop's wall clock (the trainer's
 ``info.time_elapsed``; for the others the same span: after the data are
@@ -43,8 +63,9 @@ the median of the per-round ratios.
 
 Usage::
 
-    python bench/seed_network.py            # 30 epochs (1170 iterations) x 3 rounds
-    python bench/seed_network.py --quick    # CI: 3 epochs x 3 rounds, prints the ratios
+    python bench/seed_network.py            # 30 epochs (1170 iterations) x 3 rounds, all
+                                            # default contenders, peak memory
+    python bench/seed_network.py --quick    # CI: 3 epochs x 3 rounds, plain/layerlab/bare
     python bench/seed_network.py --contenders plain,plain-dataloader,layerlab,bare
 
 Results go to ``bench/results/seed_network.{json,md}`` (``--out``).
@@ -72,8 +93,11 @@ import layerlab as ll  # noqa: E402
 from layerlab.demo import SeedELU, seed_layers  # noqa: E402
 
 BATCH, LR, MOMENTUM, L2 = 128, 0.01, 0.9, 1e-4
-CONTENDERS = ("plain", "plain-dataloader", "layerlab", "layerlab-user-elu", "bare")
-DEFAULT_CONTENDERS = ("plain", "layerlab", "bare")
+CONTENDERS = ("plain", "plain-dataloader", "compiled", "layerlab", "layerlab-user-elu", "bare",
+              "mlp-plain", "mlp-layerlab")
+DEFAULT_CONTENDERS = ("plain", "compiled", "layerlab", "bare", "mlp-plain", "mlp-layerlab")
+QUICK_CONTENDERS = ("plain", "layerlab", "bare")
+MLP_BATCH, MLP_LR = 100, 0.1
 
 
 # ---- the plain PyTorch loop, as a user writes it ---------------------------
@@ -106,11 +130,17 @@ def plain_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor,
 
 
 def run_plain(data: dict, epochs: int, seed: int, device: torch.device,
-              dataloader: bool = False, batch: int = BATCH) -> dict[str, Any]:
+              dataloader: bool = False, batch: int = BATCH, compiled: bool = False,
+              mlp: bool = False) -> dict[str, Any]:
     torch.manual_seed(seed)
     X, Y = data["X"].to(device), data["Y"].to(device)
-    model = plain_model().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=L2)
+    model = (plain_mlp() if mlp else plain_model()).to(device)
+    if mlp:
+        batch = MLP_BATCH
+        opt = torch.optim.SGD(model.parameters(), lr=MLP_LR)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=L2)
+    train_model = torch.compile(model) if compiled else model
     mean = X.mean(0)
     X = X - mean                                     # zero-centre once, as imageInputLayer
     log = io.StringIO()
@@ -125,21 +155,46 @@ def run_plain(data: dict, epochs: int, seed: int, device: torch.device,
                            for i in range(0, len(X) - batch + 1, batch))
     model.train()
     it = 0
+    compile_seconds = None
     common.sync(device)
     t0 = time.perf_counter()
     for epoch in range(epochs):
         for xb, yb in batches():
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(train_model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
             it += 1
             if it == 1 or it % 50 == 0:
                 print(f"epoch {epoch + 1} iteration {it} loss {loss.item():.4f}", file=log)
+            if compiled and it == 1:
+                # the first iteration compiles: report it apart, time the rest
+                common.sync(device)
+                compile_seconds = time.perf_counter() - t0
+                t0 = time.perf_counter()
     common.sync(device)
     seconds = time.perf_counter() - t0
     acc = plain_accuracy(model, data["XTest"].to(device), data["YTest"].to(device), mean)
-    return dict(seconds=seconds, iterations=it, accuracy=acc)
+    res = dict(seconds=seconds, iterations=it - (1 if compiled else 0), accuracy=acc)
+    if compiled:
+        res["compile_seconds"] = compile_seconds
+    return res
+
+
+def plain_mlp(depth: int = 10, width: int = 100) -> nn.Module:
+    """The experiments' deep MLP as a PyTorch user writes it, Glorot weights."""
+    mods: list[nn.Module] = [nn.Flatten()]
+    d = 28 * 28
+    for _ in range(depth):
+        mods += [nn.Linear(d, width), nn.BatchNorm1d(width), nn.ELU()]
+        d = width
+    mods.append(nn.Linear(d, 10))
+    model = nn.Sequential(*mods)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 # ---- layerlab ---------------------------------------------------------------
@@ -160,6 +215,20 @@ def run_layerlab(data: dict, epochs: int, seed: int, device: torch.device,
     acc = float((ll.classify(net, data["XTest"]) == data["YTest"].numpy()).mean())
     return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc,
                 final_loss=float(info.training_loss[-1]))
+
+
+def run_mlp_layerlab(data: dict, epochs: int, seed: int,
+                     device: torch.device) -> dict[str, Any]:
+    from layerlab.experiments.deep_mlp_batchnorm import deep_mlp
+    torch.manual_seed(seed)
+    layers = deep_mlp("ELU", batch_norm=True)
+    opts = ll.training_options("sgdm", momentum=0.0, initial_learn_rate=MLP_LR,
+                               l2_regularization=0.0, mini_batch_size=MLP_BATCH,
+                               max_epochs=epochs, seed=seed, verbose=True,
+                               execution_environment="gpu" if device.type == "cuda" else "cpu")
+    net, info = ll.train_network(data["X"], data["Y"], layers, opts, stream=io.StringIO())
+    acc = float((ll.classify(net, data["XTest"]) == data["YTest"].numpy()).mean())
+    return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc)
 
 
 def run_bare(data: dict, epochs: int, seed: int, device: torch.device) -> dict[str, Any]:
@@ -201,6 +270,9 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "layerlab": run_layerlab,
     "layerlab-user-elu": lambda *a: run_layerlab(*a, user_elu=True),
     "bare": run_bare,
+    "compiled": lambda *a: run_plain(*a, compiled=True),
+    "mlp-plain": lambda *a: run_plain(*a, mlp=True),
+    "mlp-layerlab": run_mlp_layerlab,
 }
 
 
@@ -216,8 +288,7 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
               device: torch.device, echo=print) -> dict[str, Any]:
     data = load_data()
     # warm-up: first calls pay for allocator growth and one-time set-up
-    for c in contenders:
-        RUNNERS[c](data, 1, seed, device)
+    warm = {c: RUNNERS[c](data, 1, seed, device) for c in contenders}
     runs: dict[str, list[dict]] = {c: [] for c in contenders}
     for r in range(rounds):
         order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
@@ -232,6 +303,11 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
                        median_accuracy=common.median([x["accuracy"] for x in v]),
                        accuracies=[x["accuracy"] for x in v],
                        iterations=v[0]["iterations"]) for c, v in runs.items()}
+    for c, v in runs.items():
+        if "compile_seconds" in v[0]:
+            # the warm-up's compile is the cold one; later rounds reuse its caches
+            summary[c]["compile_seconds"] = [warm[c]["compile_seconds"]] + \
+                [x["compile_seconds"] for x in v]
 
     def ratio(a: str, b: str) -> dict[str, float] | None:
         if a not in runs or b not in runs:
@@ -246,9 +322,58 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
               "plain-dataloader / layerlab (speed-up)": ratio("plain-dataloader", "layerlab"),
               "layerlab-user-elu / layerlab": ratio("layerlab-user-elu", "layerlab"),
               "plain / layerlab-user-elu (speed-up)": ratio("plain", "layerlab-user-elu"),
-              "layerlab / bare (1 + overhead)": ratio("layerlab", "bare")}
+              "layerlab / bare (1 + overhead)": ratio("layerlab", "bare"),
+              "compiled / layerlab (speed-up over torch.compile)": ratio("compiled", "layerlab"),
+              "plain / compiled (torch.compile's speed-up)": ratio("plain", "compiled"),
+              "mlp-plain / mlp-layerlab (deep MLP speed-up)": ratio("mlp-plain", "mlp-layerlab")}
     return dict(runs=runs, summary=summary,
                 ratios={k: v for k, v in ratios.items() if v is not None})
+
+
+# ---- peak memory, one fresh process per contender ----------------------------
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(field)
+
+
+def memory_child(contender: str, epochs: int, seed: int, device: torch.device) -> dict:
+    """Train ``contender`` once in this (fresh) process; peak RSS in MB."""
+    data = load_data()
+    RUNNERS[contender](data, 1, seed, device)   # warm-up: libraries' one-time buffers
+    before = _rss_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                       # reset VmHWM, the peak RSS, to the current RSS
+    RUNNERS[contender](data, epochs, seed, device)
+    peak = _rss_mb("VmHWM")
+    return dict(peak_mb=peak, training_mb=peak - before, rss_before_mb=before)
+
+
+def peak_memory(contenders: list[str], epochs: int, seed: int, device: torch.device,
+                threads: int | None, echo=print) -> dict[str, dict]:
+    import json
+    import subprocess
+    out = {}
+    for c in contenders:
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", c,
+               "--epochs", str(epochs), "--seed", str(seed), "--device", str(device)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        try:
+            # large blocks mmapped and returned at once: the RSS follows the
+            # live tensors, so its peak is the training's working set
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+            out[c] = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (subprocess.CalledProcessError, OSError, ValueError, IndexError) as exc:
+            out[c] = dict(error=f"{type(exc).__name__}: {exc}")
+            echo(f"  memory of {c}: failed ({exc})")
+            continue
+        echo(f"  memory of {c:<18} peak {out[c]['peak_mb']:7.1f} MB, "
+             f"training {out[c]['training_mb']:6.1f} MB")
+    return out
 
 
 def to_markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> str:
@@ -262,17 +387,31 @@ def to_markdown(result: dict[str, Any], args: argparse.Namespace, command: str) 
              f"after: {result['load_after']}  ",
              f"{args.epochs} epochs ({result['summary'][args.contenders[0]]['iterations']} "
              f"iterations) per run, {args.rounds} interleaved rounds, medians over rounds.\n"]
-    rows = [[c, s["median_ms_per_iteration"], f"{s['median_accuracy']:.4f}",
-             ", ".join(f"{a:.4f}" for a in s["accuracies"])]
+    rows = [[c, s["median_ms_per_iteration"],
+             ", ".join(f"{x['ms_per_iteration']:.2f}" for x in result["runs"][c]),
+             s["iterations"], f"{s['median_accuracy']:.4f}",
+             ", ".join(f"{a:.4f}" for a in s["accuracies"]),
+             ", ".join(f"{x:.1f}" for x in s["compile_seconds"]) if "compile_seconds" in s
+             else ""]
             for c, s in result["summary"].items()]
     lines.append(common.markdown_table(
-        ["contender", "median ms / iteration", "median test accuracy", "test accuracy per round"],
-        rows))
+        ["contender", "median ms / iteration", "ms / iteration per round", "iterations",
+         "median test accuracy", "test accuracy per round",
+         "compile s (warm-up, then per round)"], rows))
     rrows = [[k, f"{v['of_medians']:.3f}", f"{v['median_per_round']:.3f}",
               ", ".join(f"{x:.3f}" for x in v["per_round"])]
              for k, v in result["ratios"].items()]
     lines.append(common.markdown_table(
         ["ratio", "of the medians", "median per round", "per round"], rrows))
+    mem = result.get("memory")
+    if mem:
+        lines.append(f"Peak memory: one run of {mem['epochs']} epoch(s) per contender in a "
+                     f"fresh process (peak RSS during training; training MB = that peak "
+                     f"minus the RSS before training).\n")
+        lines.append(common.markdown_table(
+            ["contender", "peak MB", "training MB"],
+            [[c, v.get("peak_mb", v.get("error")), v.get("training_mb", "")]
+             for c, v in mem["contenders"].items()]))
     return "\n".join(lines)
 
 
@@ -283,8 +422,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="short form for CI: 3 epochs (117 iterations) x 3 rounds")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 30)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
-    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
-                   help=f"comma-separated, from {', '.join(CONTENDERS)}")
+    p.add_argument("--contenders", default=None,
+                   help=f"comma-separated, from {', '.join(CONTENDERS)} (default "
+                        f"{','.join(DEFAULT_CONTENDERS)}; with --quick "
+                        f"{','.join(QUICK_CONTENDERS)})")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory runs (default: on, off with --quick)")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default: PyTorch's choice)")
@@ -295,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.epochs = args.epochs or (3 if args.quick else 30)
     args.rounds = args.rounds or 3
+    if args.contenders is None:
+        args.contenders = ",".join(QUICK_CONTENDERS if args.quick else DEFAULT_CONTENDERS)
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     bad = [c for c in args.contenders if c not in CONTENDERS]
     if bad:
@@ -302,12 +448,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = common.pick_device(args.device)
+    if args.memory_child:
+        import json
+        print(json.dumps(memory_child(args.memory_child, args.epochs, args.seed, device)))
+        return 0
     command = "python bench/seed_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
     load_before = common.load_average()
     print(f"Seed network, {args.epochs} epochs x {args.rounds} rounds on {device} "
           f"({torch.get_num_threads()} threads), load average {load_before}")
     t0 = time.perf_counter()
     result = benchmark(args.contenders, args.epochs, args.rounds, args.seed, device)
+    if not (args.no_memory or args.quick):
+        print("peak memory (one epoch per contender, fresh processes):")
+        result["memory"] = dict(epochs=1, contenders=peak_memory(
+            args.contenders, 1, args.seed, device, args.threads))
     result.update(machine=common.machine(device), load_before=load_before,
                   load_after=common.load_average(), command=command.strip(),
                   wall_seconds=time.perf_counter() - t0,
@@ -316,9 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for c, s in result["summary"].items():
         print(f"{c:<18} median {s['median_ms_per_iteration']:7.2f} ms/iteration, "
-              f"test accuracy {s['median_accuracy']:.4f}")
+              f"test accuracy {s['median_accuracy']:.4f}"
+              + (f", compile {', '.join(f'{x:.1f}' for x in s['compile_seconds'])} s"
+                 if "compile_seconds" in s else ""))
     for k, v in result["ratios"].items():
-        print(f"{k:<40} {v['of_medians']:.3f}  (median per round {v['median_per_round']:.3f})")
+        print(f"{k:<50} {v['of_medians']:.3f}  (median per round {v['median_per_round']:.3f};"
+              f" rounds {', '.join(f'{x:.2f}' for x in v['per_round'])})")
     paths = common.write_results(args.out, "seed_network", result,
                                  to_markdown(result, args, command.strip()))
     print(f"load average after: {result['load_after']}; results: {', '.join(paths)}")

@@ -25,6 +25,8 @@ from ._util import may_work_in_place, per_channel, positive_int, sum_per_channel
 
 __all__ = ["ReLU", "ELU", "LeakyReLU", "PReLU", "CReLU", "Tanh", "Sigmoid"]
 
+_LOG2_E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
+
 
 class ReLU(Layer):
     r"""Rectified linear unit: :math:`Z = \max(0, X)`."""
@@ -107,11 +109,16 @@ class ELU(Layer):
     # CPU (F.elu is too: it costs more than clamp + exp).
     def _exp_min_0_minus_1(self, X):
         """``exp(min(X, 0)) - 1``: exactly 0 where X > 0, never overflows.
-        In place (one new tensor) only where autograd does not record it:
-        ``exp_`` would overwrite the output ``exp``'s derivative needs."""
+        ``exp(x)`` is computed as ``exp2(x log2(e))``: the same to rounding and
+        about 3x faster than ``exp`` on this CPU (bench/README.md); ONNX has
+        no exp2, so an export traces ``exp``. In place (one new tensor) only
+        where autograd does not record it: ``exp2_`` would overwrite the
+        output that ``exp2``'s derivative needs."""
+        if torch.onnx.is_in_onnx_export():
+            return X.clamp(max=0).exp() - 1
         if may_work_in_place(X, self.alpha):
-            return X.clamp(max=0).exp_().sub_(1)
-        return X.clamp(max=0).exp() - 1
+            return X.clamp(max=0).mul_(_LOG2_E).exp2_().sub_(1)
+        return (X.clamp(max=0) * _LOG2_E).exp2() - 1
 
     def predict(self, X):
         return torch.addcmul(torch.relu(X), self._a(X), self._exp_min_0_minus_1(X))

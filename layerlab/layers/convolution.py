@@ -78,28 +78,25 @@ class Convolution2d(Layer):
             raise LayerError(f"layer {self.label}: weights expect "
                              f"{self.weights.shape[1]} input channels, got {size[0]} "
                              f"(input size {size})")
-        ph, pw = (0, 0) if self.padding == "same" else self.padding
-        if size[1] + 2 * ph < self.filter_size[0] or size[2] + 2 * pw < self.filter_size[1]:
+        top, bottom, left, right = (0, 0, 0, 0) if self.padding == "same" else self._pads()
+        if size[1] + top + bottom < self.filter_size[0] or \
+                size[2] + left + right < self.filter_size[1]:
             raise LayerError(f"layer {self.label}: filter {self.filter_size} is larger "
                              f"than the padded input {size[1:]} ")
 
-    def _padding(self):
-        if self.padding != "same":
-            return self.padding
-        # "same" with any stride: pad (k-1)//2 on each side (MATLAB pads so
-        # that the output is ceil(H / stride)); for stride 1 this is exact
-        # for odd kernels, which PyTorch's padding="same" also requires.
-        kh, kw = self.filter_size
-        return ((kh - 1) // 2, (kw - 1) // 2)
-
     def _pads(self) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) zero padding, as ``predict`` applies it."""
-        if self.padding == "same" and self.stride == (1, 1):
-            # PyTorch's "same": any extra row or column goes to the bottom/right
-            kh, kw = self.filter_size
+        """(top, bottom, left, right) zero padding, as ``predict`` applies it:
+        ``padding`` on each side, or for ``"same"`` ``(k - 1) // 2`` (MATLAB
+        pads so that the output is ``ceil(H / stride)``), any extra row or
+        column of an even filter going to the bottom/right at stride 1, as
+        PyTorch's ``padding="same"`` does."""
+        if self.padding != "same":
+            ph, pw = self.padding
+            return (ph, ph, pw, pw)
+        kh, kw = self.filter_size
+        if self.stride == (1, 1):
             return ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
-        ph, pw = self._padding()
-        return (ph, ph, pw, pw)
+        return ((kh - 1) // 2, (kh - 1) // 2, (kw - 1) // 2, (kw - 1) // 2)
 
     def predict(self, X):
         if X.dim() != 4 or X.shape[1] != self.weights.shape[1]:
@@ -123,21 +120,15 @@ class Convolution2d(Layer):
             \frac{\partial L}{\partial b_f} = \sum_{n,h,w}
                 \frac{\partial L}{\partial Z_{n,f,h,w}}
 
-        and dL/dX is the transposed convolution of dL/dZ with W. All three
-        come from PyTorch's ``convolution_backward`` except one case: on the
-        CPU, for one or two input channels (a network's first layer, e.g. the
-        seed's 28x28x1 digits), oneDNN's weight gradient is slow (5.7 ms for
-        the seed's layer at N=128 on a 2-core CPU), while the same sum written
-        as a convolution of X^T with dL/dZ^T, batch and channels swapped, takes
-        2.0 ms. Each derivative is computed only when it is needed: the first
-        layer's dL/dX never is.
+        and dL/dX is the transposed convolution of dL/dZ with W, all from
+        PyTorch's ``convolution_backward`` (oneDNN on the CPU; with torch 2.13
+        its weight gradient is faster than the earlier swapped-convolution
+        form for 1-2 input channels too: bench/README.md). Each derivative is
+        computed only when it is needed: the first layer's dL/dX never is.
         """
         need_x = self.needs_gradient(0)
         need_w = self.needs_gradient("weights")
         need_b = self.needs_gradient("bias")
-        swapped = (need_w and X.device.type == "cpu" and self.stride == (1, 1)
-                   and X.shape[1] <= 2 and self.num_filters <= 32)
-        native_w = need_w and not swapped
         top, bottom, left, right = self._pads()
         symmetric = top == bottom and left == right
         # an asymmetric ("same" with an even filter) padding is applied to X
@@ -145,16 +136,12 @@ class Convolution2d(Layer):
         Xp = X if symmetric else F.pad(X, (left, right, top, bottom))
         padding = [top, left] if symmetric else [0, 0]
         dLdX = dLdW = None
-        if need_x or native_w:
+        if need_x or need_w:
             dLdXp, dLdW, _ = torch.ops.aten.convolution_backward(
                 dLdZ, Xp, self.weights, None, list(self.stride), padding, [1, 1], False,
-                [0, 0], 1, [need_x, native_w, False])
+                [0, 0], 1, [need_x, need_w, False])
             if need_x:
                 dLdX = dLdXp if symmetric else \
                     dLdXp[:, :, top:dLdXp.shape[2] - bottom, left:dLdXp.shape[3] - right]
-        if swapped:
-            # (C, N, H, W) "images" convolved with (F, N, H', W') "filters"
-            dLdW = F.conv2d(Xp.transpose(0, 1), dLdZ.transpose(0, 1), padding=padding)
-            dLdW = dLdW.transpose(0, 1).contiguous()
         dLdb = dLdZ.sum(dim=(0, 2, 3)) if need_b else None
         return dLdX, dLdW, dLdb

@@ -48,10 +48,12 @@ class SGDM(torch.optim.Optimizer):
                 if "velocity" not in state:
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 vel.append(state["velocity"])
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            # v = m v - lr g - lr l2 W, W = W + v: four in-place multi-tensor
+            # kernels, no temporary (the L2 term is added to v, not to g)
             torch._foreach_mul_(vel, group["momentum"])
             torch._foreach_add_(vel, grads, alpha=-group["lr"])
+            if group["weight_decay"]:
+                torch._foreach_add_(vel, params, alpha=-group["lr"] * group["weight_decay"])
             torch._foreach_add_(params, vel)
         return loss
 
