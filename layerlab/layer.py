@@ -313,7 +313,9 @@ class Layer(torch.nn.Module):
         value = parameter if parameter is not None else \
             as_tensor(raw, f"layer {self.label}, Learnable '{key}'")
         if spec.draw is not None:
-            self._draws[key] = spec.draw
+            # the drawn value is kept to tell whether it was changed in place
+            # since (``layer.alpha.copy_(...)``): a changed value is not redrawn
+            self._draws[key] = (spec.draw, None)
         else:
             self._draws.pop(key, None)
         for factor in ("learn_rate_factor", "l2_factor"):
@@ -326,6 +328,8 @@ class Layer(torch.nn.Module):
         self.register_parameter(key, parameter if parameter is not None else
                                 torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
         self._factors[key] = _Factors(float(spec.learn_rate_factor), float(spec.l2_factor))
+        if key in self._draws:
+            self._draws[key] = (self._draws[key][0], self._parameters[key].detach().clone())
         if key not in self._learnable_order:
             self._learnable_order.append(key)
 
@@ -485,9 +489,12 @@ class Layer(torch.nn.Module):
         that were not set since. A network calls it when it is built, before
         :meth:`initialize`; each value is drawn once."""
         draws, self._draws = self._draws, {}
-        for key, draw in draws.items():
+        for key, (draw, drawn) in draws.items():
             if key in self._parameters:
                 param = self._parameters[key]
+                if drawn is not None and not (drawn.shape == param.shape
+                                              and torch.equal(drawn.to(param.device), param)):
+                    continue        # set in place since it was drawn: keep it
                 value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
                 with torch.no_grad():
                     param.copy_(value.to(param.device, param.dtype).reshape(param.shape))

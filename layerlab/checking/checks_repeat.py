@@ -63,7 +63,7 @@ def first_difference(a: torch.Tensor, b: torch.Tensor, rtol: float = 0.0):
     d = torch.where(both_nan, torch.zeros_like(a), (a - b).abs())
     d = torch.nan_to_num(d, nan=float("inf"))
     flat = int(torch.argmax(d))
-    worst = float(d.flatten()[flat])
+    worst = float(d.detach().flatten()[flat])
     scale = max(1.0, float(torch.nan_to_num(a.abs(), nan=0.0, posinf=0.0).max()))
     if worst <= rtol * scale:
         return None

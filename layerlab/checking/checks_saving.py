@@ -115,16 +115,20 @@ def check_save_load(s: Subject) -> CheckResult:
 # ---------------------------------------------------------------------------
 # save_load_fresh_process
 # ---------------------------------------------------------------------------
-# The new process: load the file, predict the saved inputs, write the
-# loaded layer's class, learnables, state and predictions back. It runs
-# no code the file names beyond what layerlab.load imports.
+# The new process: import the modules that define the layer's classes, as a
+# program that uses them does (the checker names them from the live classes,
+# never from the file: loading imports nothing a file names), load the file,
+# predict the saved inputs, write the loaded layer's class, learnables, state
+# and predictions back.
 _CHILD = r"""
-import sys, json
+import sys, json, importlib
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 import layerlab
 net_path, data_path, out_path = sys.argv[1:4]
+for module in sys.argv[4:]:
+    importlib.import_module(module)
 layer = layerlab.load(net_path).layers[-1].eval()
 data = load_file(data_path)
 X = [data[f"X{i}"] for i in range(len(data))]
@@ -184,7 +188,13 @@ class FreshProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p if p else os.getcwd() for p in sys.path if p is not None),
             OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, net, data, self.out],
+        modules = [type(self.layer).__module__]
+        inner = getattr(self.layer, "module", None)      # a wrapped torch.nn module
+        if isinstance(inner, torch.nn.Module):
+            modules.append(type(inner).__module__)
+        modules = list(dict.fromkeys(modules))
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, net, data, self.out,
+                                      *modules],
                                      cwd=os.getcwd(), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
 
