@@ -93,7 +93,7 @@ class Learnable:
             again when a network is built from the layer (under
             ``training_options(seed=...)`` when ``train_network`` builds it,
             or after your ``torch.manual_seed``), unless it was set since
-            (assigned, or loaded with ``load_state_dict``): so a seeded run
+            (assigned, changed in place, or loaded with ``load_state_dict``): so a seeded run
             is reproducible even when the layers are constructed anew.
             ``value`` may be omitted when ``draw`` is given.
 
@@ -233,8 +233,6 @@ class Layer(torch.nn.Module):
         object.__setattr__(self, "_factors", {})
         object.__setattr__(self, "_learnable_order", [])
         object.__setattr__(self, "_draws", {})
-        # values loaded from a state dict are not redrawn
-        self.register_load_state_dict_post_hook(lambda module, keys: module._draws.clear())
         object.__setattr__(self, "_needs", None)
         object.__setattr__(self, "name", "")
         object.__setattr__(self, "description", "")
@@ -312,12 +310,7 @@ class Layer(torch.nn.Module):
         raw = spec.draw() if spec.value is None and parameter is None else spec.value
         value = parameter if parameter is not None else \
             as_tensor(raw, f"layer {self.label}, Learnable '{key}'")
-        if spec.draw is not None:
-            # the drawn value is kept to tell whether it was changed in place
-            # since (``layer.alpha.copy_(...)``): a changed value is not redrawn
-            self._draws[key] = (spec.draw, None)
-        else:
-            self._draws.pop(key, None)
+        self._draws.pop(key, None)
         for factor in ("learn_rate_factor", "l2_factor"):
             f = getattr(spec, factor)
             if not isinstance(f, (int, float)) or f < 0 or not np.isfinite(f):
@@ -328,8 +321,11 @@ class Layer(torch.nn.Module):
         self.register_parameter(key, parameter if parameter is not None else
                                 torch.nn.Parameter(value, requires_grad=bool(spec.learnable)))
         self._factors[key] = _Factors(float(spec.learn_rate_factor), float(spec.l2_factor))
-        if key in self._draws:
-            self._draws[key] = (self._draws[key][0], self._parameters[key].detach().clone())
+        if spec.draw is not None:
+            # the value drawn now: a value changed since, even in place
+            # (``with torch.no_grad(): layer.alpha.copy_(...)``; deepcopy
+            # resets version counters), is not redrawn
+            self._draws[key] = (spec.draw, self._parameters[key].detach().clone())
         if key not in self._learnable_order:
             self._learnable_order.append(key)
 
@@ -490,11 +486,9 @@ class Layer(torch.nn.Module):
         :meth:`initialize`; each value is drawn once."""
         draws, self._draws = self._draws, {}
         for key, (draw, drawn) in draws.items():
-            if key in self._parameters:
-                param = self._parameters[key]
-                if drawn is not None and not (drawn.shape == param.shape
-                                              and torch.equal(drawn.to(param.device), param)):
-                    continue        # set in place since it was drawn: keep it
+            param = self._parameters.get(key)
+            if param is not None and param.shape == drawn.shape and \
+                    torch.equal(param.detach().cpu(), drawn.cpu()):
                 value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
                 with torch.no_grad():
                     param.copy_(value.to(param.device, param.dtype).reshape(param.shape))

@@ -318,6 +318,11 @@ def test_a_set_or_loaded_alpha_is_not_redrawn():
     elu.alpha = torch.tensor([0.1, 0.2, 0.3])
     ll.Network([ll.FeatureInput(3), elu])
     torch.testing.assert_close(elu.alpha.detach(), torch.tensor([0.1, 0.2, 0.3]))
+    inplace = ll.ELU(3)
+    with torch.no_grad():
+        inplace.alpha.fill_(0.25)
+    ll.Network([ll.FeatureInput(3), inplace])
+    torch.testing.assert_close(inplace.alpha.detach(), torch.full((3,), 0.25))
     other = ll.ELU(3)
     other.load_state_dict({"alpha": torch.tensor([0.5, 0.5, 0.5])})
     ll.Network([ll.FeatureInput(3), other])
