@@ -111,14 +111,9 @@ def test_builtin_layer_passes_check_layer(name, args, kwargs, size):
 
 #: bugs check_layer found in built-in layers that their owners are fixing
 #: (reported to them): (class, args, sorted kwargs) -> the tests it fails
-KNOWN_BUILTIN_FAILURES = {
-    # predict's out= fast path under no_grad cannot be batched by vmap, and
-    # backward's in-place clamp_ breaks its own second derivative
-    ("CReLU", (), ()): ("vmap", "second_derivatives"),
-    # the hand-written backward returns dLdweights of size (0, ...) for an
-    # empty batch
-    ("Convolution2d", (3, 4), ()): ("observations",),
-    ("Convolution2d", (3, 2), (("padding", 1), ("stride", 2))): ("observations",),
+KNOWN_BUILTIN_FAILURES: dict = {
+    # none today; CReLU's in-place backward (second derivatives) and
+    # Convolution2d's empty-batch weight gradient were found here and fixed
 }
 
 

@@ -321,7 +321,11 @@ class CReLU(Layer):
         # each new large tensor costs about a pass itself
         s = X.sign()
         dLdX = Gneg * s.clamp(max=0)
-        return dLdX.addcmul_(Gpos, s.clamp_(min=0))
+        if may_work_in_place(X, dLdZ):
+            return dLdX.addcmul_(Gpos, s.clamp_(min=0))
+        # differentiated (second derivatives): clamp_ would overwrite the
+        # sign that clamp's derivative keeps
+        return dLdX + Gpos * s.clamp(min=0)
 
 
 class Tanh(Layer):
