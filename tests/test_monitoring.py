@@ -207,3 +207,18 @@ def test_monitor_survives_a_resume(tmp_path):
     a, b = full.layer_statistics, resumed.layer_statistics
     assert list(a.iterations) == list(b.iterations) == [1, 3, 6, 9, 12]
     np.testing.assert_allclose(a["gradient_norm"], b["gradient_norm"], rtol=1e-6)
+
+
+def test_layer_amplitudes_example_draws_its_figures(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[1] / "examples" / "layer_amplitudes.py"
+    run = subprocess.run([sys.executable, str(example), "--epochs", "1", "--frequency", "10",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("iteration    1: first") == 2
+    for stem in ("no_bn", "bn"):
+        assert (tmp_path / f"gradient_norm_{stem}.png").stat().st_size > 10_000
+        rows = (tmp_path / f"layer_statistics_{stem}.csv").read_text().splitlines()
+        assert len(rows) > 100 and rows[0].startswith("iteration,kind")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import matplotlib
+import matplotlib.cm
+import matplotlib.colors
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -79,8 +82,14 @@ def plot_layer_statistics(source: Any, statistic: str = "input_gradient_norm",
         ax.legend(fontsize=7)
     if two:
         ax2 = fig.add_subplot(1, 2, 2)
-        for c in keep:
-            ax2.plot(stats.iterations, values[:, c], label=columns[c])
+        cmap = matplotlib.colormaps["viridis"]
+        for k, c in enumerate(keep):       # coloured by depth: shallow dark, deep light
+            ax2.plot(stats.iterations, values[:, c], label=columns[c],
+                     color=cmap(k / max(1, len(keep) - 1)))
+        if len(keep) > 12:
+            mappable = matplotlib.cm.ScalarMappable(
+                norm=matplotlib.colors.Normalize(0, len(keep) - 1), cmap=cmap)
+            fig.colorbar(mappable, ax=ax2, label="layer (depth)")
         ax2.set_xlabel("iteration")
         ax2.set_title(_TITLES.get(statistic, statistic) + " during training", fontsize=10)
         if log:
