@@ -145,10 +145,11 @@ def make_study(quick: bool = False) -> Study:
 
 
 def _seed_plot(out: str) -> tuple[str, str]:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     x = torch.linspace(-10, 3, 1301).reshape(1, -1)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
     for label, make in SEED_PLOT:
         with torch.no_grad():
             z = make().eval().predict(x)
@@ -162,17 +163,17 @@ def _seed_plot(out: str) -> tuple[str, str]:
     fig.tight_layout()
     fname = "seed_plot.png"
     fig.savefig(f"{out}/{fname}", dpi=110)
-    plt.close(fig)
     return fname, "ELU, leaky ReLU and ReLU on [-10, 3], drawn by layerlab's layers"
 
 
 def _all_plot(chosen: dict[str, type], out: str) -> tuple[str, str]:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     n = len(chosen)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     x = torch.linspace(-4, 4, 801, dtype=torch.float64).reshape(1, -1)
     for ax, (name, cls) in zip(axes.flat, chosen.items()):
         layer = copy.deepcopy(cls()).double()
@@ -191,5 +192,4 @@ def _all_plot(chosen: dict[str, type], out: str) -> tuple[str, str]:
     fig.tight_layout()
     fname = "activations.png"
     fig.savefig(f"{out}/{fname}", dpi=110)
-    plt.close(fig)
     return fname, "Every built-in element-wise activation (solid) and its derivative (dashed)"
