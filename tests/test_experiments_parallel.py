@@ -184,6 +184,52 @@ def test_ctrl_c_keeps_finished_runs_and_resume_skips_them(tmp_path):
     assert "Partial" not in report and "3 of them kept from an earlier session" in report
 
 
+def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path):
+    out = str(tmp_path / "out")
+    pids = tmp_path / "sleeper"
+
+    def run(width, seed):
+        if (width, seed) == (2, 1):
+            pids.write_text(str(os.getpid()))
+            os.kill(os.getppid(), signal.SIGINT)      # Ctrl-C reaches the parent ...
+            import time
+            time.sleep(120)                           # ... while this run is still going
+        return tiny_training(width, seed)
+
+    with pytest.raises(KeyboardInterrupt):
+        toy_study(run).run(out=out, stream=quiet(), workers=2, threads=1)
+    sleeper = int(pids.read_text())
+    with pytest.raises(ProcessLookupError):          # the worker was stopped, not left running
+        os.kill(sleeper, 0)
+    kept = read_rows(os.path.join(out, "runs.csv"))
+    # narrow, repeat 0 finished before the Ctrl-C; the interrupted run is not kept
+    assert 1 <= len(kept) <= 3 and kept[0]["configuration"] == "narrow"
+    assert ("narrow", "1") not in {(r["configuration"], r["repeat"]) for r in kept}
+    result = toy_study().run(out=out, stream=quiet(), workers=2, threads=1, resume=True)
+    assert len(result.rows) == 6 and result.resumed == len(kept)
+    fresh = toy_study().run(out=str(tmp_path / "fresh"), stream=quiet(), threads=1)
+    assert without_timing(read_rows(os.path.join(out, "runs.csv"))) == \
+        without_timing(read_rows(tmp_path / "fresh" / "runs.csv"))
+
+
+def test_report_only_rewrites_the_report_from_runs_csv(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    toy_study(repeats=2).run(out=out, stream=quiet())
+    os.remove(os.path.join(out, "report.md"))
+    calls = []
+
+    def never(width, seed):
+        calls.append(1)
+        return tiny_training(width, seed)
+
+    result = toy_study(never, repeats=3).report(out, command="again")
+    assert calls == [] and len(result.rows) == 4 and result.completed_repeats == 2
+    report = open(os.path.join(out, "report.md")).read()
+    assert "Partial results: 2 of 3 repeats" in report and "again" in report
+    with pytest.raises(ll.OptionError, match="no runs.csv in"):
+        toy_study().report(str(tmp_path / "empty"))
+
+
 def test_resume_refuses_another_studys_file(tmp_path):
     out = str(tmp_path / "out")
     toy_study(repeats=1).run(out=out, stream=quiet())

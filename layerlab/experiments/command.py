@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "ADDRESS, on a local Ray instance (needs `pip install layerlab[ray]`)")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished runs in the folder's runs.csv and do only the others")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite the folder's report from its runs.csv (marked "
+                        "partial when runs are missing)")
 
 
 def command_line(args: argparse.Namespace, threads: int | None = None) -> str:
@@ -76,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
                                    args.name + ("-quick" if args.quick else ""))
     check_out_folder(out)        # before the study runs, not after
     study = make_study(args.name, quick=args.quick)
+    if args.report_only:
+        result = study.report(out, repeats=args.repeats, command=command_line(args))
+        print(result.table())
+        print(f"\nReport: {os.path.join(out, 'report.md')}")
+        return 0
     if args.threads is not None and args.threads < 1:
         raise OptionError(f"--threads: expected an integer >= 1, got {args.threads}")
     if args.ray is not None:

@@ -325,6 +325,25 @@ class Study:
         return result
 
 
+    def report(self, out: str, repeats: int | None = None,
+               command: str | None = None) -> "StudyResult":
+        """Rewrite the report of ``out`` from its ``runs.csv`` (and
+        ``curves.csv``) without running anything: after a change of figures
+        or notes, or to report the finished part of a study (marked partial
+        when runs are missing)."""
+        repeats = self.repeats if repeats is None else _positive(repeats, "repeats")
+        if not os.path.exists(os.path.join(out, "runs.csv")):
+            raise OptionError(f"Study {self.name!r} report: no runs.csv in {out!r}; run the "
+                              f"study first")
+        result = StudyResult(self, repeats)
+        result.load_runs(out)
+        result.resumed = 0
+        result.execution = "report rewritten from runs.csv (threads per run: see its rows)"
+        result.completed_repeats = result._complete_repeats()
+        result.write(out, command=command)
+        return result
+
+
 def _executor(workers, threads, cluster, address, runs: int):
     from . import runner
     if cluster is not None:
@@ -725,6 +744,12 @@ class StudyResult:
               f"completed so far{' (interrupted)' if self.interrupted else ''}.**\n\n")
         resumed = (f" ({self.resumed} of them kept from an earlier session, resumed)"
                    if self.resumed else "")
+        walls = [r.get("wall_s", float("nan")) for r in self.rows]
+        summed = _clock(sum(w for w in walls if isinstance(w, float) and math.isfinite(w)))
+        threads = sorted({r.get("threads") for r in self.rows if r.get("threads")})
+        if len(threads) > 1:
+            summed += (f"; the runs used {' and '.join(map(str, threads))} PyTorch threads "
+                       f"(column `threads` of runs.csv), and a run's numbers depend on it")
         loads = [r.get("load_1min", float("nan")) for r in self.rows]
         loads = [v for v in loads if isinstance(v, float) and math.isfinite(v)]
         load = (f"1-minute load average after a run: median {np.median(loads):.2f}, at most "
@@ -732,7 +757,8 @@ class StudyResult:
                 "1-minute load average not available")
         w(f"{len(s.configurations)} configurations x {self.completed_repeats} repeats (seeds "
           f"{s.seed}..{s.seed + self.completed_repeats - 1}, the same for every configuration), "
-          f"{len(self.rows)} runs{resumed}, this session {took}, {self.execution}; "
+          f"{len(self.rows)} runs{resumed} (their wall times add up to {summed}), this session "
+          f"{took}, {self.execution}; "
           f"{when}; layerlab {__version__}, PyTorch {torch.__version__}, "
           f"{platform.machine()} {os.cpu_count()} CPU cores; {load}. Accuracies and losses "
           f"do not depend on the load or on where a run ran (each run is seeded alone); "
