@@ -172,6 +172,7 @@ def test_activations_quick_from_the_command_line(tmp_path, capsys, one_thread):
     report, rows = check_report(out, names, 2,
                                 ["seed_plot.png", "activations.png", "metrics.png"])
     assert "layerlab experiment activations --quick --out" in report
+    assert "in one process, one run at a time" in report    # a timing study: never parallel
     # every layer's training derivative agrees with finite differences
     assert max(float(r["derivative_error"]) for r in rows) < 1e-6
 
@@ -196,7 +197,9 @@ def test_elu_batchnorm_quick(tmp_path, one_thread):
 def test_disc_init_quick(tmp_path, one_thread):
     study = make_study("disc-init", quick=True)
     result = study.run(out=str(tmp_path), stream=open(os.devnull, "w"))
-    check_report(str(tmp_path), list(study.configurations), 2, ["test_error_vs_std.png"])
+    report, _ = check_report(str(tmp_path), list(study.configurations), 2,
+                             ["test_error_vs_std.png"])
+    assert "**Claim:** The slide's batch normalization fails at small initial std" in report
     err = {c: result.mean(c, "test_error") for c in study.configurations}
     # at std 1 the plain network is at chance, batch normalization learns
     assert abs(err["baseline, std 1"] - 50) < 10, err

@@ -143,6 +143,11 @@ def test_a_run_failing_twice_is_reported_missing_not_dropped(tmp_path, workers):
     assert [o.will_retry for o in result.failures] == [True, False]
     assert "RuntimeError: bad luck" in result.failures[-1].error
     assert len(result.rows) == 5
+    # the comparison pairs only the seeds both configurations ran
+    c = result.compare("narrow", "wide", "loss")
+    both = [r for r in result.rows if r["repeat"] in (1, 2)]
+    assert c.n == 2 and c.mean_diff == pytest.approx(np.mean(
+        [both[i]["loss"] - both[i + 1]["loss"] for i in (0, 2)]))
     report = (tmp_path / "out" / "report.md").read_text()
     assert "missing from the results" in report and "1 run(s) missing" in report
 

@@ -127,7 +127,7 @@ def make_study(quick: bool = False) -> Study:
                  Metric("derivative_error", "max |derivative - finite difference|", ".1e",
                         test=False, plot=False)],
         repeats=2 if quick else 5, comparisons=[(c, baseline) for c in chosen if c != baseline],
-        figures=[figures],
+        figures=[figures], parallel=False,
         title="Activations and their derivatives" + (" (quick)" if quick else ""),
         description=("The seed post compares the ELU's shape with leaky ReLU and ReLU. Here "
                      "every built-in element-wise activation is drawn with its derivative, "
@@ -140,7 +140,8 @@ def make_study(quick: bool = False) -> Study:
                                       "|x| <= 1e-3, central difference with step 1e-6",
                   "timing": f"float32 input {shape}, d(sum Z)/dX by autograd through the "
                             f"layer in training mode, median of {reps} after one warm-up; "
-                            f"{torch.get_num_threads()} threads"},
+                            f"the PyTorch threads of each run are in runs.csv; runs one "
+                            f"at a time (a timing study: parallel runs would compete)"},
         notes=notes)
 
 

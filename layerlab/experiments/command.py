@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         workers = args.workers
         if workers == "auto":
             runs = (args.repeats or study.repeats) * len(study.configurations)
-            workers = auto_workers(runs)
+            workers = auto_workers(runs) if study.parallel else 1
         threads = args.threads or threads_per_worker(workers)
         result = study.run(repeats=args.repeats, out=out, command=command_line(args, threads),
                            workers=workers, threads=threads, resume=args.resume)

@@ -148,6 +148,9 @@ class Study:
         claim: the study's conclusion in one sentence, shown first in the
             report; a function of the result (the sentence follows from the
             numbers), or a string.
+        parallel: ``False`` for a study that measures times: ``workers="auto"``
+            then runs one run at a time, so that runs do not compete for
+            the cores they are timing.
         primary_test: ``"t"`` (default: the paired t-test) or
             ``"wilcoxon"`` (the signed-rank test, e.g. at the ELU paper's 10
             runs): the test whose Holm-corrected p-value decides
@@ -165,7 +168,7 @@ class Study:
                  settings: Mapping[str, Any] | None = None,
                  notes: str | Callable[["StudyResult"], str] = "",
                  claim: str | Callable[["StudyResult"], str] = "",
-                 primary_test: str = "t"):
+                 primary_test: str = "t", parallel: bool = True):
         if not callable(run):
             raise OptionError(f"Study {name!r}: run must be a function, got {type(run).__name__}")
         if isinstance(configurations, Mapping):
@@ -213,6 +216,7 @@ class Study:
             raise OptionError(f"Study {name!r}: primary_test must be 't' or 'wilcoxon', "
                               f"got {primary_test!r}")
         self.primary_test = primary_test
+        self.parallel = bool(parallel)
 
     def run(self, repeats: int | None = None, out: str | None = None,
             stream: TextIO | None = None, command: str | None = None, *,
@@ -241,8 +245,7 @@ class Study:
         itself matters (PyTorch splits sums differently over threads, and
         training amplifies last-bit differences): it is a column of
         ``runs.csv``; ``threads=1`` makes sequential runs match 2 workers on
-        2 cores. Runs
-        finish in any order; the rows are kept in the sequential order
+        2 cores. Runs finish in any order; the rows are kept in the sequential order
         (repeat-major: all configurations of repeat 0, then of repeat 1,
         ...), so a study stopped early still has complete pairs. A run that
         fails (or whose worker dies) is retried once, then reported in the
@@ -258,11 +261,16 @@ class Study:
         if out is not None:
             check_out_folder(out)
         result = StudyResult(self, repeats)
-        if resume and out is not None:
+        if resume and out is None:
+            raise OptionError(f"Study {self.name!r}: resume=True needs out, the folder whose "
+                              f"runs.csv holds the finished runs")
+        if resume:
             result.load_runs(out)
         done = {(r["configuration"], r["repeat"]) for r in result.rows}
         tasks = [runner.Task(c, r, self.seed + r, params) for r in range(repeats)
                  for c, params in self.configurations.items() if (c, r) not in done]
+        if workers == "auto" and not self.parallel:
+            workers = 1
         executor = _executor(workers, threads, cluster, address, len(tasks))
         result.execution = executor.describe()
         total = repeats * len(self.configurations)
@@ -597,10 +605,23 @@ class StudyResult:
         return [(best, c) for c in self.configurations if c != best]
 
     def compare(self, a: str, b: str, metric: str) -> Comparison:
-        """Paired test of configurations ``a`` and ``b`` on ``metric``."""
-        va, vb = self.values(a, metric), self.values(b, metric)
-        n = min(len(va), len(vb))
-        return paired_test(va[:n], vb[:n], metric, (a, b))
+        """Paired test of configurations ``a`` and ``b`` on ``metric``, over
+        the repeats both have (a pair is one seed: with runs missing, as in
+        a partial or resumed study, only the seeds both ran are paired)."""
+        by = {c: {r["repeat"]: r[metric] for r in self.rows if r["configuration"] == c}
+              for c in (a, b)}
+        common = sorted(set(by[a]) & set(by[b]))
+        return paired_test([by[a][r] for r in common], [by[b][r] for r in common], metric,
+                           (a, b))
+
+    def _has_pairs(self) -> bool:
+        """Whether some comparison has at least two paired seeds to test."""
+        if not self.pairs():
+            return False
+        have: dict[str, set] = {}
+        for r in self.rows:
+            have.setdefault(r["configuration"], set()).add(r["repeat"])
+        return any(len(have.get(a, set()) & have.get(b, set())) >= 2 for a, b in self.pairs())
 
     def comparisons(self, alpha: float = 0.05) -> list[Comparison]:
         """Every comparison of the study on every tested metric, with Holm's
@@ -654,11 +675,11 @@ class StudyResult:
     def comparison_rows(self, alpha: float = 0.05) -> list[list[str]]:
         metrics = {m.name: m for m in self.study.metrics}
         primary = "Wilcoxon" if self.study.primary_test == "wilcoxon" else "t"
-        rows = [["metric", "a", "b", "mean a - b", "95% CI", "p (paired t)",
+        rows = [["metric", "a", "b", "pairs", "mean a - b", "95% CI", "p (paired t)",
                  "p (Wilcoxon)", f"p ({primary}, Holm)", "significant"]]
         for c in self.comparisons(alpha):
             m = metrics[c.metric]
-            rows.append([m.title, c.a, c.b, m.format(c.mean_diff),
+            rows.append([m.title, c.a, c.b, str(c.n), m.format(c.mean_diff),
                          f"[{m.format(c.ci_low)}, {m.format(c.ci_high)}]", _p(c.p_t),
                          f"{_p(c.p_wilcoxon)} (min {c.wilcoxon_floor:.3g})", _p(c.p_holm),
                          "yes" if c.significant else "no"])
@@ -667,7 +688,7 @@ class StudyResult:
     def table(self) -> str:
         """The summary as aligned text, then the comparisons."""
         text = _text_table(self.summary_rows())
-        if self.completed_repeats > 1 and self.pairs():
+        if self._has_pairs():
             primary = "Wilcoxon" if self.study.primary_test == "wilcoxon" else "t-test"
             text += (f"\n\nPaired comparisons (same seeds; {primary} primary, "
                      f"Holm-corrected):\n")
@@ -757,8 +778,9 @@ class StudyResult:
                 "1-minute load average not available")
         w(f"{len(s.configurations)} configurations x {self.completed_repeats} repeats (seeds "
           f"{s.seed}..{s.seed + self.completed_repeats - 1}, the same for every configuration), "
-          f"{len(self.rows)} runs{resumed} (their wall times add up to {summed}), this session "
-          f"{took}, {self.execution}; "
+          f"{len(self.rows)} runs{resumed} (their wall times add up to {summed})"
+          f"{f', this session {took}' if math.isfinite(self.wall_time) else ''}, "
+          f"{self.execution}; "
           f"{when}; layerlab {__version__}, PyTorch {torch.__version__}, "
           f"{platform.machine()} {os.cpu_count()} CPU cores; {load}. Accuracies and losses "
           f"do not depend on the load or on where a run ran (each run is seeded alone); "
@@ -780,7 +802,7 @@ class StudyResult:
         w("## Results\n\n")
         w(_md_table(self.summary_rows()))
         w("\nmean ± sample standard deviation over the repeats; * marks the best mean.\n\n")
-        if self.completed_repeats > 1 and self.pairs():
+        if self._has_pairs():
             w("## Paired comparisons\n\n")
             if s.compare_to_best:
                 w("Each configuration against the best one, chosen after the runs: choosing "
