@@ -287,7 +287,7 @@ def _claim(result) -> str:
                 for v in CAUSE_VARIANTS for s in small]
     n = min(c.n for c in cause_cs)
     p_max = max(c.p_holm for c in cause_cs)
-    tests = f"paired t-tests over {n} or more seeds, Holm p <= {p_max:.2g}"
+    tests = f"paired t-tests over {n} seeds, Holm p <= {p_max:.2g}"
     if "open" in status.values():
         return (f"The slide's batch normalization fails at small initial std ({failed} test "
                 f"error); {'; '.join(told)}: large differences, but with {n} paired seeds not "
@@ -312,11 +312,20 @@ def _notes(result) -> str:
     lines = ["- The slide's figure (one run per point): the baseline near 50% over most of the "
              "range, batch normalization low across a wide range."]
     lines.append("- Batch normalization's scale and offset are drawn N(0, std^2) too, as the "
-                 "slide's code does. With std 0.001 a hidden layer's pre-BN variance is about "
-                 "32 x std^2 x (scale x ...)^2, around 1e-11, a millionth of epsilon 1e-5: BN "
-                 "then divides by sqrt(epsilon) instead of the standard deviation and shrinks "
-                 "the signal instead of normalizing it. The 'BN 1/0' and 'BN eps 1e-12' "
-                 "configurations test the two halves of that explanation separately.")
+                 "slide's code does. With std 0.001 a hidden layer's input to BN (32 inputs "
+                 "of size about std x |scale|, times weights of size std) has a variance "
+                 "around 1e-11, a millionth of epsilon 1e-5: BN then divides by "
+                 "sqrt(epsilon) instead of the standard deviation and shrinks the signal "
+                 "instead of normalizing it. The 'BN 1/0' and 'BN eps 1e-12' configurations "
+                 "remove one half of that explanation each.")
+    for v in CAUSE_VARIANTS:
+        for s in CAUSE_STDS:
+            c = _config_name(v, s)
+            bad = [str(r["seed"]) for r in result.rows
+                   if r["configuration"] == c and r["test_error"] >= 25]
+            if bad:
+                lines.append(f"- {c}: {len(bad)} seed(s) still failed (25% error or more: "
+                             f"seed {', '.join(bad)}); the others trained.")
     if diverged:
         lines.append(f"- {len(diverged)} run(s) diverged (non-finite loss) and count as a "
                      f"constant guess: " + ", ".join(f"{c} (repeat {r + 1})"
