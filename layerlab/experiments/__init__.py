@@ -14,7 +14,10 @@ run from the command line with ``layerlab experiment NAME``:
   activation) on the digits, against the same without batch normalization;
 - ``activations``: the built-in activations and their derivatives.
 
-Each study module provides ``make_study(quick=False) -> Study``.
+Each study module provides ``make_study(quick=False) -> Study``. A study's
+runs can run side by side in worker processes or as Ray tasks
+(``Study.run(workers=N)``, ``cluster="ray"``; :mod:`.runner`), and its
+configurations can be a sweep (:func:`grid`, :func:`random_sample`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from __future__ import annotations
 import importlib
 
 from .study import Comparison, Metric, Study, StudyResult, holm, paired_test, wilcoxon_min_p
+from .sweep import IntUniform, LogUniform, Uniform, grid, random_sample
 
 __all__ = ["Study", "StudyResult", "Metric", "Comparison", "paired_test", "wilcoxon_min_p",
-           "holm", "STUDIES", "make_study"]
+           "holm", "STUDIES", "make_study",
+           "grid", "random_sample", "Uniform", "LogUniform", "IntUniform"]
 
 # study name -> (module, one-line description)
 STUDIES = {

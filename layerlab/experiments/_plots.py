@@ -33,10 +33,11 @@ def plot_curves(result, panels: Sequence[tuple[str, str]], fname: str, out: str,
 
     ``x_of`` maps a curve name to its x values (default 1, 2, ...);
     ``styles`` maps a configuration to matplotlib keyword arguments."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     names = list(configurations or result.configurations)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(panels), 4.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (curve, label) in zip(axes[0], panels):
         for c in names:
             try:
@@ -67,5 +68,4 @@ def plot_curves(result, panels: Sequence[tuple[str, str]], fname: str, out: str,
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(out, fname), dpi=110)
-    plt.close(fig)
     return fname

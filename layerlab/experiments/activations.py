@@ -127,7 +127,7 @@ def make_study(quick: bool = False) -> Study:
                  Metric("derivative_error", "max |derivative - finite difference|", ".1e",
                         test=False, plot=False)],
         repeats=2 if quick else 5, comparisons=[(c, baseline) for c in chosen if c != baseline],
-        figures=[figures],
+        figures=[figures], parallel=False,
         title="Activations and their derivatives" + (" (quick)" if quick else ""),
         description=("The seed post compares the ELU's shape with leaky ReLU and ReLU. Here "
                      "every built-in element-wise activation is drawn with its derivative, "
@@ -140,15 +140,17 @@ def make_study(quick: bool = False) -> Study:
                                       "|x| <= 1e-3, central difference with step 1e-6",
                   "timing": f"float32 input {shape}, d(sum Z)/dX by autograd through the "
                             f"layer in training mode, median of {reps} after one warm-up; "
-                            f"{torch.get_num_threads()} threads"},
+                            f"the PyTorch threads of each run are in runs.csv; runs one "
+                            f"at a time (a timing study: parallel runs would compete)"},
         notes=notes)
 
 
 def _seed_plot(out: str) -> tuple[str, str]:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     x = torch.linspace(-10, 3, 1301).reshape(1, -1)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
     for label, make in SEED_PLOT:
         with torch.no_grad():
             z = make().eval().predict(x)
@@ -162,17 +164,17 @@ def _seed_plot(out: str) -> tuple[str, str]:
     fig.tight_layout()
     fname = "seed_plot.png"
     fig.savefig(f"{out}/{fname}", dpi=110)
-    plt.close(fig)
     return fname, "ELU, leaky ReLU and ReLU on [-10, 3], drawn by layerlab's layers"
 
 
 def _all_plot(chosen: dict[str, type], out: str) -> tuple[str, str]:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     n = len(chosen)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     x = torch.linspace(-4, 4, 801, dtype=torch.float64).reshape(1, -1)
     for ax, (name, cls) in zip(axes.flat, chosen.items()):
         layer = copy.deepcopy(cls()).double()
@@ -191,5 +193,4 @@ def _all_plot(chosen: dict[str, type], out: str) -> tuple[str, str]:
     fig.tight_layout()
     fname = "activations.png"
     fig.savefig(f"{out}/{fname}", dpi=110)
-    plt.close(fig)
     return fname, "Every built-in element-wise activation (solid) and its derivative (dashed)"

@@ -35,7 +35,20 @@ from .study import Metric, Study
 __all__ = ["make_study", "ResidualDense", "disc_mlp", "STDS", "VARIANTS"]
 
 STDS = (0.001, 0.01, 0.1, 1.0, 10.0)
-VARIANTS = ("baseline", "batch norm", "residual")
+# "batch norm" is the slide's model (BN scale and offset drawn N(0, std^2),
+# epsilon 1e-5). The two "cause" variants each remove one suspected cause of
+# its failure at small std: scale and offset kept at 1 and 0, or an epsilon
+# far below the variances BN divides by (at std 0.001 the pre-BN variances
+# of the deep layers are ~1e-11, a millionth of epsilon 1e-5).
+VARIANTS = ("baseline", "batch norm", "BN 1/0", "BN eps 1e-12", "residual")
+SMALL_EPSILON = 1e-12
+# variant -> (scale and offset drawn N(0, std^2)?, epsilon)
+BN_VARIANTS = {"batch norm": (True, 1e-5), "BN 1/0": (False, 1e-5),
+               "BN eps 1e-12": (True, SMALL_EPSILON)}
+CAUSE_VARIANTS = ("BN 1/0", "BN eps 1e-12")
+# the cause variants run where the slide's BN fails; from std 0.1 on it
+# trains as it is
+CAUSE_STDS = (0.001, 0.01)
 
 
 class ResidualDense(ll.Layer):
@@ -59,18 +72,36 @@ class ResidualDense(ll.Layer):
         return torch.relu(X + torch.nn.functional.linear(X, self.weights, self.bias))
 
 
-def _gaussian_batch_norm(width: int, std: float) -> ll.BatchNormalization:
-    # the slide draws batch normalization's scale and offset N(0, std^2) too
-    bn = ll.BatchNormalization(num_channels=width)
-    bn.scale = torch.randn(width) * std
-    bn.offset = torch.randn(width) * std
+def _batch_norm(width: int, std: float, drawn: bool = True,
+                epsilon: float = 1e-5) -> ll.BatchNormalization:
+    """Batch normalization as the slide makes it (``drawn``: scale and offset
+    ``N(0, std^2)``) or kept at scale 1 and offset 0. The draws are made in
+    both cases, so the random stream, and with it every Linear weight, is the
+    same in every BN variant of a seed: the variants differ only in BN."""
+    bn = ll.BatchNormalization(num_channels=width, epsilon=epsilon)
+    scale = torch.randn(width) * std
+    offset = torch.randn(width) * std
+    if drawn:
+        bn.scale = scale
+        bn.offset = offset
     return bn
 
 
 def disc_mlp(variant: str = "baseline", std: float = 1.0, width: int = 32,
              depth: int = 16) -> list[ll.Layer]:
     """The slide's deep MLP as layerlab layers (``variant`` one of
-    :data:`VARIANTS`), every parameter drawn ``N(0, std^2)``."""
+    :data:`VARIANTS`): every Linear weight and bias drawn ``N(0, std^2)``,
+    BN's scale and offset too in ``"batch norm"``, kept at 1 and 0 in the
+    ``"BN 1/0"`` variants (:data:`BN_VARIANTS`). The residual blocks
+    (:class:`ResidualDense`) draw their own weights and biases
+    ``N(0, std^2)`` and have no BN: the study does not depend on any
+    library default initialization.
+
+    Examples:
+        >>> layers = disc_mlp("BN 1/0", std=0.01, depth=2)
+        >>> len(layers)
+        13
+    """
     if variant not in VARIANTS:
         raise ll.LayerError(f"disc_mlp variant: expected one of {VARIANTS}, got {variant!r}")
     g = ll.Gaussian(std)
@@ -78,17 +109,18 @@ def disc_mlp(variant: str = "baseline", std: float = 1.0, width: int = 32,
     def fc(n):
         return ll.FullyConnected(n, weights_initializer=g, bias_initializer=g)
 
+    bn = BN_VARIANTS.get(variant)
     layers: list[ll.Layer] = [ll.FeatureInput(2, normalization="none"), fc(width)]
-    if variant == "batch norm":
-        layers.append(_gaussian_batch_norm(width, std))
+    if bn:
+        layers.append(_batch_norm(width, std, *bn))
     layers.append(ll.ReLU())
     for _ in range(depth):
         if variant == "residual":
             layers.append(ResidualDense(width, std))
             continue
         layers.append(fc(width))
-        if variant == "batch norm":
-            layers.append(_gaussian_batch_norm(width, std))
+        if bn:
+            layers.append(_batch_norm(width, std, *bn))
         layers.append(ll.ReLU())
     layers += [fc(2), ll.Softmax(), ll.Classification()]
     return layers
@@ -101,9 +133,14 @@ def _config_name(variant: str, std: float) -> str:
 def make_study(quick: bool = False) -> Study:
     stds = (0.01, 1.0, 10.0) if quick else STDS
     max_epochs = 15 if quick else 250
-    configurations = {_config_name(v, s): dict(variant=v, std=s) for s in stds for v in VARIANTS}
+    configurations = {_config_name(v, s): dict(variant=v, std=s) for s in stds for v in VARIANTS
+                      if v not in CAUSE_VARIANTS or s in CAUSE_STDS}
+    # the slide's question (BN and skips against the plain network), then the
+    # causes: each changed BN against the slide's BN, at the same std and seed
     comparisons = [(_config_name(v, s), _config_name("baseline", s))
-                   for s in stds for v in VARIANTS[1:]]
+                   for s in stds for v in ("batch norm", "residual")]
+    comparisons += [(_config_name(v, s), _config_name("batch norm", s))
+                    for s in stds if s in CAUSE_STDS for v in CAUSE_VARIANTS]
 
     def run(variant: str, std: float, seed: int) -> dict:
         # a fresh draw of the data per repeat (shared by the configurations of
@@ -158,10 +195,18 @@ def make_study(quick: bool = False) -> Study:
             "network": "FeatureInput(2) -> FC(32) [-> BN] -> ReLU -> 16 x (FC(32) [-> BN] -> "
                        "ReLU) -> FC(2) -> Softmax -> Classification; residual: the 16 hidden "
                        "blocks are ReLU(X + FC(X))",
-            "initialization": "every parameter N(0, std^2), std in "
+            "initialization": "FC weights and biases N(0, std^2), std in "
                               + ", ".join(f"{s:g}" for s in stds)
-                              + " (FC weights and biases, BN scale and offset, as the slide's "
-                                "`p.data.normal_(0, std)`)",
+                              + "; 'batch norm' and 'BN eps 1e-12': BN scale and offset "
+                                "N(0, std^2) too, as the slide's `p.data.normal_(0, std)`; "
+                                "'BN 1/0' variants: BN scale 1 and offset 0 (the same draws "
+                                "are made and discarded, so every FC weight of a seed is the "
+                                "same number in all BN variants); residual blocks: their own "
+                                "weights and biases N(0, std^2), no BN (stated here, not "
+                                "taken from any library default)",
+            "batch normalization": "epsilon 1e-5 (MATLAB's and PyTorch's default) or 1e-12 "
+                                   "(the 'eps 1e-12' variants), added to the mini-batch "
+                                   "variance before dividing by its square root",
             "training": f"SGD without momentum, lr 0.1, no L2, mini-batches of 100, "
                         f"{max_epochs} epochs ({10 * max_epochs} iterations), reshuffled "
                         f"every epoch",
@@ -169,15 +214,17 @@ def make_study(quick: bool = False) -> Study:
             "numerics": "float32 on the CPU, denormal numbers flushed to zero during training "
                         "(torch.set_flush_denormal) for speed",
         },
-        notes=_notes)
+        notes=_notes, claim=_claim)
 
 
 def _figure(result, out):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     stds = sorted({r["std"] for r in result.rows})
-    fig, ax = plt.subplots(figsize=(6.2, 4.3))
+    fig = Figure(figsize=(6.2, 4.3))
+    ax = fig.subplots()
     styles = {"baseline": ("#7f7f7f", "o"), "batch norm": ("#1f77b4", "s"),
+              "BN 1/0": ("#2ca02c", "D"), "BN eps 1e-12": ("#9467bd", "v"),
               "residual": ("#d62728", "^")}
     for v in VARIANTS:
         means, sds, xs = [], [], []
@@ -207,9 +254,57 @@ def _figure(result, out):
     fig.tight_layout()
     fname = "test_error_vs_std.png"
     fig.savefig(f"{out}/{fname}", dpi=110)
-    plt.close(fig)
     return [(fname, "Test error against the initial weights' standard deviation (log axis); "
                     "the dotted line is chance")]
+
+
+def _claim(result) -> str:
+    """Which cause explains batch normalization's failure at small std, in
+    one sentence that follows from the paired tests."""
+    found = {(c.a, c.b): c for c in result.comparisons() if c.metric == "test_error"}
+    small = [s for s in CAUSE_STDS if s < 0.1
+             and _config_name("batch norm", s) in result.configurations]
+    if not small:
+        return ""
+    status, told = {}, []
+    for v in CAUSE_VARIANTS:
+        cs = [found.get((_config_name(v, s), _config_name("batch norm", s))) for s in small]
+        if any(c is None or c.n < 2 for c in cs):
+            return ""
+        # a fix: significantly lower error at every failing std, by 10 points or more;
+        # no fix: still near chance (40% or more) at some failing std
+        if all(c.significant and c.mean_diff <= -10 for c in cs):
+            status[v] = "fix"
+        elif any(c.mean_a >= 40 for c in cs):
+            status[v] = "no"
+        else:
+            status[v] = "open"
+        told.append(f"{v}: " + ", ".join(f"{c.mean_a:.1f}% at std {s:g}"
+                                         for c, s in zip(cs, small)))
+    failed = ", ".join(f"{result.mean(_config_name('batch norm', s), 'test_error'):.1f}% at std "
+                       f"{s:g}" for s in small)
+    cause_cs = [found[(_config_name(v, s), _config_name("batch norm", s))]
+                for v in CAUSE_VARIANTS for s in small]
+    n = min(c.n for c in cause_cs)
+    p_max = max(c.p_holm for c in cause_cs)
+    tests = f"paired t-tests over {n} seeds, Holm p <= {p_max:.2g}"
+    if "open" in status.values():
+        return (f"The slide's batch normalization fails at small initial std ({failed} test "
+                f"error); {'; '.join(told)}: large differences, but with {n} paired seeds not "
+                f"yet all significant after Holm's correction ({tests}), so the cause is not "
+                f"decided yet.")
+    if all(v == "fix" for v in status.values()):
+        verdict = ("it takes both suspected causes together, tiny drawn scales and epsilon "
+                   "1e-5: removing either one alone (scale and offset kept at 1 and 0, or "
+                   "epsilon 1e-12) removes the failure")
+    elif status["BN 1/0"] == "fix":
+        verdict = "the drawn scale and offset explain it, epsilon alone does not"
+    elif status["BN eps 1e-12"] == "fix":
+        verdict = "epsilon explains it, the drawn scale and offset alone do not"
+    else:
+        verdict = "neither the drawn scale and offset nor epsilon alone explains it"
+    return (f"The slide's batch normalization fails at small initial std ({failed} test "
+            f"error) and {verdict} ({'; '.join(told)}; {tests}).")
 
 
 def _notes(result) -> str:
@@ -217,8 +312,20 @@ def _notes(result) -> str:
     lines = ["- The slide's figure (one run per point): the baseline near 50% over most of the "
              "range, batch normalization low across a wide range."]
     lines.append("- Batch normalization's scale and offset are drawn N(0, std^2) too, as the "
-                 "slide's code does; at the smallest stds that leaves the last layers almost "
-                 "no signal, a likely (untested here) reason for batch norm's failures there.")
+                 "slide's code does. With std 0.001 a hidden layer's input to BN (32 inputs "
+                 "of size about std x |scale|, times weights of size std) has a variance "
+                 "around 1e-11, a millionth of epsilon 1e-5: BN then divides by "
+                 "sqrt(epsilon) instead of the standard deviation and shrinks the signal "
+                 "instead of normalizing it. The 'BN 1/0' and 'BN eps 1e-12' configurations "
+                 "remove one half of that explanation each.")
+    for v in CAUSE_VARIANTS:
+        for s in CAUSE_STDS:
+            c = _config_name(v, s)
+            bad = [str(r["seed"]) for r in result.rows
+                   if r["configuration"] == c and r["test_error"] >= 25]
+            if bad:
+                lines.append(f"- {c}: {len(bad)} seed(s) still failed (25% error or more: "
+                             f"seed {', '.join(bad)}); the others trained.")
     if diverged:
         lines.append(f"- {len(diverged)} run(s) diverged (non-finite loss) and count as a "
                      f"constant guess: " + ", ".join(f"{c} (repeat {r + 1})"

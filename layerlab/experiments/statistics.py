@@ -43,9 +43,11 @@ class Comparison:
 
     ``mean_diff`` is the mean of ``a - b`` over the paired repeats,
     ``ci_low``/``ci_high`` its 95% t-interval; ``p_t`` the paired t-test's
-    p-value, ``p_t_holm`` the same corrected for the study's comparisons on
-    this metric; ``p_wilcoxon`` the exact two-sided Wilcoxon signed-rank
-    p-value and ``wilcoxon_floor`` the smallest it could have been.
+    p-value; ``p_wilcoxon`` the exact two-sided Wilcoxon signed-rank
+    p-value and ``wilcoxon_floor`` the smallest it could have been;
+    ``p_holm`` the study's primary test's p-value corrected for the
+    study's comparisons on this metric, ``significant`` whether it is below
+    alpha.
     """
 
     metric: str
@@ -60,7 +62,7 @@ class Comparison:
     p_t: float
     p_wilcoxon: float
     wilcoxon_floor: float
-    p_t_holm: float = float("nan")
+    p_holm: float = float("nan")
     significant: bool = False
 
 

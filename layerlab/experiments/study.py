@@ -132,7 +132,9 @@ class Study:
         repeats: default number of repeats (seeds) per configuration.
         seed: the seed of repeat 0; repeat ``r`` uses ``seed + r``.
         comparisons: ``(a, b)`` pairs of configuration names to test;
-            default: every configuration against the first one.
+            default: every configuration against the first one; ``"best"``:
+            every configuration against the best one (by the first metric
+            with ``better`` set), chosen after the runs, as for a sweep.
         reference: ``{configuration: {metric: value}}``: published figures
             shown beside ours (``reference_label`` says where they are from).
         figures: functions ``f(result, folder) -> [(file, caption), ...]``
@@ -143,6 +145,16 @@ class Study:
             a dict of the fixed experimental settings).
         notes: extra Markdown appended to the report; a function of the
             result, or a string.
+        claim: the study's conclusion in one sentence, shown first in the
+            report; a function of the result (the sentence follows from the
+            numbers), or a string.
+        parallel: ``False`` for a study that measures times: ``workers="auto"``
+            then runs one run at a time, so that runs do not compete for
+            the cores they are timing.
+        primary_test: ``"t"`` (default: the paired t-test) or
+            ``"wilcoxon"`` (the signed-rank test, e.g. at the ELU paper's 10
+            runs): the test whose Holm-corrected p-value decides
+            "significant".
     """
 
     def __init__(self, name: str, run: Callable[..., Mapping[str, Any]],
@@ -154,7 +166,9 @@ class Study:
                  figures: Sequence[FigureFn] = (), default_figure: bool = True,
                  title: str | None = None, description: str = "",
                  settings: Mapping[str, Any] | None = None,
-                 notes: str | Callable[["StudyResult"], str] = ""):
+                 notes: str | Callable[["StudyResult"], str] = "",
+                 claim: str | Callable[["StudyResult"], str] = "",
+                 primary_test: str = "t", parallel: bool = True):
         if not callable(run):
             raise OptionError(f"Study {name!r}: run must be a function, got {type(run).__name__}")
         if isinstance(configurations, Mapping):
@@ -172,6 +186,15 @@ class Study:
         self.repeats = _positive(repeats, "repeats")
         self.seed = int(seed)
         names = list(configs)
+        self.compare_to_best = isinstance(comparisons, str) and comparisons == "best"
+        if self.compare_to_best:
+            if not any(m.better and m.test for m in self.metrics):
+                raise OptionError(f"Study {name!r}: comparisons='best' needs a tested metric "
+                                  f"with better='higher' or 'lower'")
+            comparisons = []
+        elif isinstance(comparisons, str):
+            raise OptionError(f"Study {name!r}: comparisons must be (a, b) pairs or 'best', "
+                              f"got {comparisons!r}")
         if comparisons is None:
             comparisons = [(names[0], other) for other in names[1:]]
         for a, b in comparisons:
@@ -188,53 +211,185 @@ class Study:
         self.description = description
         self.settings = dict(settings or {})
         self.notes = notes
+        self.claim = claim
+        if primary_test not in ("t", "wilcoxon"):
+            raise OptionError(f"Study {name!r}: primary_test must be 't' or 'wilcoxon', "
+                              f"got {primary_test!r}")
+        self.primary_test = primary_test
+        self.parallel = bool(parallel)
 
     def run(self, repeats: int | None = None, out: str | None = None,
-            stream: TextIO | None = None, command: str | None = None) -> "StudyResult":
+            stream: TextIO | None = None, command: str | None = None, *,
+            workers: int | str = 1, threads: int | None = None,
+            cluster: str | None = None, address: str | None = None,
+            resume: bool = False) -> "StudyResult":
         """Run every configuration ``repeats`` times, printing one progress
-        line per run; write the report into ``out`` when given.
+        line per run (runs done / total, ETA); write the report into ``out``
+        when given.
 
-        The loop is repeat-major (all configurations of repeat 0, then of
-        repeat 1, ...), so a study stopped early still has complete pairs,
-        and slow-downs of a shared machine spread over all configurations
-        instead of hitting one.
+        Args:
+            workers: ``1`` (default): one run after another in this process;
+                ``N``: N worker processes, each with ``threads`` PyTorch
+                threads (default ``cores // N``, so workers x threads <=
+                cores); ``"auto"``: one worker per core.
+            cluster: ``"ray"``: submit the runs as Ray tasks to the cluster
+                at ``address`` (``None``: start a local Ray instance;
+                ``"auto"``: the cluster this machine is part of).
+            resume: keep the finished runs found in ``out/runs.csv`` (and
+                their curves) and run only the others.
+
+        Per-run results do not depend on where a run is executed: each run
+        is seeded with its own seed before it starts, so with the same
+        PyTorch threads per run the rows are the same (apart from the timing
+        columns) for every ``workers`` and ``cluster``. The thread count
+        itself matters (PyTorch splits sums differently over threads, and
+        training amplifies last-bit differences): it is a column of
+        ``runs.csv``; ``threads=1`` makes sequential runs match 2 workers on
+        2 cores. Runs finish in any order; the rows are kept in the sequential order
+        (repeat-major: all configurations of repeat 0, then of repeat 1,
+        ...), so a study stopped early still has complete pairs. A run that
+        fails (or whose worker dies) is retried once, then reported in the
+        result's ``failures`` and the report. ``runs.csv`` is rewritten
+        after every finished run; on Ctrl-C the workers are stopped and the
+        report of the finished runs is written before
+        :class:`KeyboardInterrupt` propagates.
         """
+        from . import runner
+
         repeats = self.repeats if repeats is None else _positive(repeats, "repeats")
         stream = stream if stream is not None else sys.stdout
+        if out is not None:
+            check_out_folder(out)
         result = StudyResult(self, repeats)
+        if resume and out is None:
+            raise OptionError(f"Study {self.name!r}: resume=True needs out, the folder whose "
+                              f"runs.csv holds the finished runs")
+        if resume:
+            result.load_runs(out)
+        done = {(r["configuration"], r["repeat"]) for r in result.rows}
+        tasks = [runner.Task(c, r, self.seed + r, params) for r in range(repeats)
+                 for c, params in self.configurations.items() if (c, r) not in done]
+        if workers == "auto" and not self.parallel:
+            workers = 1
+        executor = _executor(workers, threads, cluster, address, len(tasks))
+        result.execution = executor.describe()
         total = repeats * len(self.configurations)
         start = time.perf_counter()
         load = _load_average()
         result.load = [load, load]
-        k = 0
+        resumed = f" ({len(done)} finished before, kept)" if done else ""
         print(f"Study {self.name}: {len(self.configurations)} configurations x {repeats} "
-              f"repeats = {total} runs", file=stream, flush=True)
-        for r in range(repeats):
-            seed = self.seed + r
-            for cname, params in self.configurations.items():
-                _seed_everything(seed)
-                t0 = time.perf_counter()
-                output = self.run_fn(**params, seed=seed)
-                wall = time.perf_counter() - t0
-                result._add(cname, r, seed, output, wall)
-                result.load[1] = max(result.load[1], _load_average())
+              f"repeats = {total} runs{resumed}, {result.execution}",
+              file=stream, flush=True)
+        width = len(str(total))
+        k = 0
+        try:
+            for o in executor.run(self.run_fn, tasks):
+                if not o.ok:
+                    result.failures.append(o)
+                    last = o.error.strip().splitlines()[-1] if o.error.strip() else "?"
+                    then = "retrying it once" if o.will_retry else "giving up on it"
+                    print(f"FAILED {o.task} (attempt {o.attempt}): {last}; {then}",
+                          file=stream, flush=True)
+                    continue
+                row = result._add(o.task.configuration, o.task.repeat, o.task.seed, o.output,
+                                  o.wall, o.threads)
                 k += 1
+                result.load[1] = max(result.load[1], row["load_1min"])
                 elapsed = time.perf_counter() - start
-                eta = elapsed / k * (total - k)
-                shown = ", ".join(f"{m.title} {m.format(result.rows[-1][m.name])}"
-                                  for m in self.metrics)
-                print(f"[{k:>{len(str(total))}}/{total}] {cname} (repeat {r + 1}/{repeats}, "
-                      f"seed {seed}): {shown}  [{wall:.1f} s; elapsed {_clock(elapsed)}, "
-                      f"left ~{_clock(eta)}]", file=stream, flush=True)
-            result.completed_repeats = r + 1
+                eta = elapsed / k * (len(tasks) - k)
+                shown = ", ".join(f"{m.title} {m.format(row[m.name])}" for m in self.metrics)
+                print(f"[{len(result.rows):>{width}}/{total}] {o.task.configuration} (repeat "
+                      f"{o.task.repeat + 1}/{repeats}, seed {o.task.seed}): {shown}  "
+                      f"[{o.wall:.1f} s; elapsed {_clock(elapsed)}, left ~{_clock(eta)}]",
+                      file=stream, flush=True)
+                result.wall_time = elapsed
+                if out is not None:
+                    result.save_runs(out)
+                    complete = result._complete_repeats()
+                    if complete > result.completed_repeats and complete < repeats:
+                        # a long study stopped early still leaves a report of its
+                        # complete repeats (marked partial), not nothing
+                        result.completed_repeats = complete
+                        result.write(out, command=command)
+                result.completed_repeats = result._complete_repeats()
+        except KeyboardInterrupt:
+            executor.close()
+            result.interrupted = True
             result.wall_time = time.perf_counter() - start
-            if out is not None and r + 1 < repeats:
-                # a long study stopped early still leaves a report of its
-                # complete repeats (marked partial), not nothing
+            result.completed_repeats = result._complete_repeats()
+            if out is not None:
                 result.write(out, command=command)
+                print(f"\nInterrupted: the {len(result.rows)} finished runs are kept in "
+                      f"{os.path.join(out, 'runs.csv')}; run again with resume=True "
+                      f"(--resume) to do only the others.", file=stream, flush=True)
+            raise
+        finally:
+            executor.close()
+        result.wall_time = time.perf_counter() - start
+        result.completed_repeats = result._complete_repeats()
         if out is not None:
             result.write(out, command=command)
         return result
+
+
+    def report(self, out: str, repeats: int | None = None,
+               command: str | None = None) -> "StudyResult":
+        """Rewrite the report of ``out`` from its ``runs.csv`` (and
+        ``curves.csv``) without running anything: after a change of figures
+        or notes, or to report the finished part of a study (marked partial
+        when runs are missing)."""
+        repeats = self.repeats if repeats is None else _positive(repeats, "repeats")
+        if not os.path.exists(os.path.join(out, "runs.csv")):
+            raise OptionError(f"Study {self.name!r} report: no runs.csv in {out!r}; run the "
+                              f"study first")
+        result = StudyResult(self, repeats)
+        result.load_runs(out)
+        result.resumed = 0
+        result.execution = "report rewritten from runs.csv (threads per run: see its rows)"
+        result.completed_repeats = result._complete_repeats()
+        result.write(out, command=command)
+        return result
+
+
+def _executor(workers, threads, cluster, address, runs: int):
+    from . import runner
+    if cluster is not None:
+        if cluster != "ray":
+            raise OptionError(f"Study cluster: expected 'ray' or None, got {cluster!r}")
+        return runner.RayCluster(address, threads=threads or 1)
+    if workers == "auto":
+        workers = runner.auto_workers(runs)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise OptionError(f"Study workers: expected an integer >= 1 or 'auto', got {workers!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise OptionError(f"Study threads: expected an integer >= 1, got {threads!r}")
+    if workers == 1:
+        return runner.InProcess(threads)
+    return runner.WorkerProcesses(int(workers), threads)
+
+
+def check_out_folder(out: str) -> None:
+    """Fail before a study runs, not after, when its results could not be
+    written: ``out`` must be a folder (or creatable as one) that we can
+    write in."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OptionError(f"Study out: {out!r} is a file, not a folder; give a folder for the "
+                          f"report, runs.csv and figures")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise OptionError(f"Study out: cannot create the results folder {out!r} "
+                          f"({e.strerror or e}); give a folder you can write to") from e
+    probe = os.path.join(out, f".layerlab-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise OptionError(f"Study out: cannot write in the results folder {out!r} "
+                          f"({e.strerror or e}); give a folder you can write to") from e
 
 
 def _load_average() -> float:
@@ -250,15 +405,6 @@ def _positive(v: Any, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise OptionError(f"Study {what}: expected an integer >= 1, got {v!r}")
     return int(v)
-
-
-def _seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch, so a configuration's layers (whose
-    constructors may draw initial values) are the same in every rerun."""
-    import torch
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _clock(seconds: float) -> str:
@@ -284,9 +430,13 @@ class StudyResult:
         self.wall_time = float("nan")
         self.completed_repeats = 0
         self.load = [float("nan"), float("nan")]   # 1-min load average: at start, highest
+        self.execution = "in one process"           # where the runs ran (for the report)
+        self.failures: list = []                    # runner.Outcome of each failed attempt
+        self.resumed = 0                            # rows kept from an earlier session
+        self.interrupted = False
 
     def _add(self, cname: str, repeat: int, seed: int, output: Mapping[str, Any],
-             wall: float) -> None:
+             wall: float, threads: int = 0) -> dict[str, Any]:
         if not isinstance(output, Mapping):
             raise OptionError(f"Study {self.study.name!r}: run() must return a dict of metrics, "
                               f"got {type(output).__name__}")
@@ -300,14 +450,114 @@ class StudyResult:
                 raise OptionError(f"Study {self.study.name!r}: run() of {cname!r} returned no "
                                   f"metric {m.name!r}; it returned {sorted(output)}")
             row[m.name] = float(output[m.name])
+        # PyTorch's threads: a run's numbers depend on them (see runner.execute_run)
+        row["threads"] = threads
         row["wall_s"] = round(wall, 3)
-        self.rows.append(row)
+        # the machine's load after the run: timings are comparable only
+        # between runs made under a similar load (accuracies are not affected)
+        row["load_1min"] = round(_load_average(), 2)
+        self._insert(row)
         metric_names = {m.name for m in self.study.metrics}
         curves = {k: np.asarray(v, dtype=float) for k, v in output.items()
                   if k not in metric_names and isinstance(v, (list, tuple, np.ndarray))
                   and np.ndim(v) == 1}
         if curves:
             self.curves[(cname, repeat)] = curves
+        return row
+
+    def _insert(self, row: dict[str, Any]) -> None:
+        """Keep the rows in the sequential order (repeat, then configuration
+        as declared), whatever order the runs finished in."""
+        order = {c: i for i, c in enumerate(self.study.configurations)}
+        self.rows.append(row)
+        self.rows.sort(key=lambda r: (r["repeat"], order[r["configuration"]]))
+
+    def _complete_repeats(self) -> int:
+        """How many leading repeats have every configuration's run."""
+        have = {(r["configuration"], r["repeat"]) for r in self.rows}
+        n = 0
+        while n < self.repeats and all((c, n) in have for c in self.study.configurations):
+            n += 1
+        return n
+
+    def load_runs(self, out: str) -> int:
+        """Keep the finished runs of ``out/runs.csv`` (and their curves from
+        ``curves.csv``) that belong to this study: same configuration name,
+        a repeat below ``repeats`` and the seed this study gives it. Returns
+        how many were kept. A file of another study is refused, not mixed in."""
+        path = os.path.join(out, "runs.csv")
+        if not os.path.exists(path):
+            return 0
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        metric_names = [m.name for m in self.study.metrics]
+        kept = 0
+        for i, raw in enumerate(rows):
+            where = f"{path}, row {i + 2}"
+            missing = [k for k in ["configuration", "repeat", "seed"] + metric_names
+                       if k not in raw]
+            if missing:
+                raise OptionError(f"Study {self.study.name!r} resume: {where} has no column(s) "
+                                  f"{missing}; is it another study's file? Use another folder "
+                                  f"or resume=False")
+            cname = raw["configuration"]
+            try:
+                repeat, seed = int(raw["repeat"]), int(raw["seed"])
+            except ValueError as e:
+                raise OptionError(f"Study {self.study.name!r} resume: {where}: repeat and seed "
+                                  f"must be integers, got {raw['repeat']!r}, "
+                                  f"{raw['seed']!r}") from e
+            if cname not in self.study.configurations or repeat >= self.repeats:
+                continue
+            if seed != self.study.seed + repeat:
+                raise OptionError(f"Study {self.study.name!r} resume: {where} ran repeat "
+                                  f"{repeat} with seed {seed}, this study gives it seed "
+                                  f"{self.study.seed + repeat}; use another folder or "
+                                  f"resume=False")
+            row: dict[str, Any] = {"configuration": cname}
+            for k, v in self.study.configurations[cname].items():
+                if isinstance(v, (int, float, str, bool, np.number)) or v is None:
+                    row[k] = v
+            row.update(repeat=repeat, seed=seed)
+            for k in metric_names:
+                row[k] = _float(raw[k])
+            threads = _float(raw.get("threads", ""))
+            row["threads"] = int(threads) if math.isfinite(threads) else 0
+            row["wall_s"] = _float(raw.get("wall_s", ""))
+            row["load_1min"] = _float(raw.get("load_1min", ""))
+            if any(r["configuration"] == cname and r["repeat"] == repeat for r in self.rows):
+                continue
+            self._insert(row)
+            kept += 1
+        self._load_curves(os.path.join(out, "curves.csv"))
+        self.resumed += kept
+        return kept
+
+    def _load_curves(self, path: str) -> None:
+        if not os.path.exists(path):
+            return
+        have = {(r["configuration"], r["repeat"]) for r in self.rows}
+        points: dict[tuple[str, int], dict[str, list[tuple[int, float]]]] = {}
+        with open(path, newline="") as f:
+            for raw in csv.DictReader(f):
+                try:
+                    key = (raw["configuration"], int(raw["repeat"]))
+                    step, value = int(raw["step"]), _float(raw["value"])
+                    name = raw["curve"]
+                except (KeyError, ValueError) as e:
+                    raise OptionError(f"Study {self.study.name!r} resume: {path} is not a "
+                                      f"curves file of a study ({e})") from e
+                if key in have:
+                    points.setdefault(key, {}).setdefault(name, []).append((step, value))
+        for key, curves in points.items():
+            if key not in self.curves:
+                self.curves[key] = {n: np.array([v for _, v in sorted(p)]) for n, p in
+                                    curves.items()}
+
+    def failed_runs(self) -> list:
+        """The tasks that failed and are not in the results (after retry)."""
+        have = {(r["configuration"], r["repeat"]) for r in self.rows}
+        return [o.task for o in self.failures if not o.will_retry and o.task.key not in have]
 
     # -- queries ---------------------------------------------------------
     @property
@@ -341,11 +591,37 @@ class StudyResult:
         n = min(len(c) for c in cs)
         return np.stack([c[:n] for c in cs])
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """The configurations compared: the study's pairs, or, with
+        ``comparisons="best"``, the best configuration against each other."""
+        if not self.study.compare_to_best:
+            return list(self.study.comparisons)
+        m = next(m for m in self.study.metrics if m.better and m.test)
+        means = {c: self.mean(c, m.name) for c in self.configurations}
+        finite = {c: v for c, v in means.items() if math.isfinite(v)}
+        if not finite:
+            return []
+        best = (max if m.better == "higher" else min)(finite, key=finite.get)
+        return [(best, c) for c in self.configurations if c != best]
+
     def compare(self, a: str, b: str, metric: str) -> Comparison:
-        """Paired test of configurations ``a`` and ``b`` on ``metric``."""
-        va, vb = self.values(a, metric), self.values(b, metric)
-        n = min(len(va), len(vb))
-        return paired_test(va[:n], vb[:n], metric, (a, b))
+        """Paired test of configurations ``a`` and ``b`` on ``metric``, over
+        the repeats both have (a pair is one seed: with runs missing, as in
+        a partial or resumed study, only the seeds both ran are paired)."""
+        by = {c: {r["repeat"]: r[metric] for r in self.rows if r["configuration"] == c}
+              for c in (a, b)}
+        common = sorted(set(by[a]) & set(by[b]))
+        return paired_test([by[a][r] for r in common], [by[b][r] for r in common], metric,
+                           (a, b))
+
+    def _has_pairs(self) -> bool:
+        """Whether some comparison has at least two paired seeds to test."""
+        if not self.pairs():
+            return False
+        have: dict[str, set] = {}
+        for r in self.rows:
+            have.setdefault(r["configuration"], set()).add(r["repeat"])
+        return any(len(have.get(a, set()) & have.get(b, set())) >= 2 for a, b in self.pairs())
 
     def comparisons(self, alpha: float = 0.05) -> list[Comparison]:
         """Every comparison of the study on every tested metric, with Holm's
@@ -354,9 +630,10 @@ class StudyResult:
         for m in self.study.metrics:
             if not m.test:
                 continue
-            cs = [self.compare(a, b, m.name) for a, b in self.study.comparisons]
-            for c, p in zip(cs, holm([c.p_t for c in cs])):
-                c.p_t_holm = p
+            cs = [self.compare(a, b, m.name) for a, b in self.pairs()]
+            wilcoxon = self.study.primary_test == "wilcoxon"
+            for c, p in zip(cs, holm([c.p_wilcoxon if wilcoxon else c.p_t for c in cs])):
+                c.p_holm = p
                 c.significant = bool(p < alpha)
             out += cs
         return out
@@ -397,31 +674,35 @@ class StudyResult:
 
     def comparison_rows(self, alpha: float = 0.05) -> list[list[str]]:
         metrics = {m.name: m for m in self.study.metrics}
-        rows = [["metric", "a", "b", "mean a - b", "95% CI", "p (paired t)", "p (t, Holm)",
-                 "p (Wilcoxon)", "significant"]]
+        primary = "Wilcoxon" if self.study.primary_test == "wilcoxon" else "t"
+        rows = [["metric", "a", "b", "pairs", "mean a - b", "95% CI", "p (paired t)",
+                 "p (Wilcoxon)", f"p ({primary}, Holm)", "significant"]]
         for c in self.comparisons(alpha):
             m = metrics[c.metric]
-            rows.append([m.title, c.a, c.b, m.format(c.mean_diff),
+            rows.append([m.title, c.a, c.b, str(c.n), m.format(c.mean_diff),
                          f"[{m.format(c.ci_low)}, {m.format(c.ci_high)}]", _p(c.p_t),
-                         _p(c.p_t_holm), f"{_p(c.p_wilcoxon)} (min {c.wilcoxon_floor:.3g})",
+                         f"{_p(c.p_wilcoxon)} (min {c.wilcoxon_floor:.3g})", _p(c.p_holm),
                          "yes" if c.significant else "no"])
         return rows
 
     def table(self) -> str:
         """The summary as aligned text, then the comparisons."""
         text = _text_table(self.summary_rows())
-        if self.completed_repeats > 1 and self.study.comparisons:
-            text += "\n\nPaired comparisons (same seeds; t-test primary, Holm-corrected):\n"
+        if self._has_pairs():
+            primary = "Wilcoxon" if self.study.primary_test == "wilcoxon" else "t-test"
+            text += (f"\n\nPaired comparisons (same seeds; {primary} primary, "
+                     f"Holm-corrected):\n")
             text += _text_table(self.comparison_rows())
         return text
 
     # -- files -----------------------------------------------------------
     def to_csv(self, path: str) -> str:
-        """One row per run."""
+        """One row per run (written to a temporary file, then moved over
+        ``path``: a study killed while writing keeps the previous file)."""
         keys: list[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
-        with open(path, "w", newline="") as f:
+        with _replacing(path) as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
@@ -431,7 +712,7 @@ class StudyResult:
         """Curves in long form: configuration, repeat, curve, step, value."""
         if not self.curves:
             return None
-        with open(path, "w", newline="") as f:
+        with _replacing(path) as f:
             w = csv.writer(f)
             w.writerow(["configuration", "repeat", "curve", "step", "value"])
             for (cname, rep), cs in self.curves.items():
@@ -440,6 +721,12 @@ class StudyResult:
                         w.writerow([cname, rep, name, i + 1, f"{v:.6g}"])
         return path
 
+    def save_runs(self, out: str) -> None:
+        """``runs.csv`` and ``curves.csv`` only (after every finished run)."""
+        os.makedirs(out, exist_ok=True)
+        self.to_csv(os.path.join(out, "runs.csv"))
+        self.curves_to_csv(os.path.join(out, "curves.csv"))
+
     def write(self, out: str, command: str | None = None) -> str:
         """Write ``runs.csv``, ``curves.csv`` (if any), the figures and
         ``report.md`` into folder ``out``; return the report's path."""
@@ -447,8 +734,6 @@ class StudyResult:
         self.to_csv(os.path.join(out, "runs.csv"))
         has_curves = self.curves_to_csv(os.path.join(out, "curves.csv")) is not None
         figures: list[tuple[str, str]] = []
-        import matplotlib
-        matplotlib.use("Agg")  # files only; no display needed
         if self.study.default_figure:
             figures += _default_figure(self, out)
         for fn in self.study.figures:
@@ -465,6 +750,9 @@ class StudyResult:
         out = io.StringIO()
         w = out.write
         w(f"# {s.title}\n\n")
+        claim = s.claim(self) if callable(s.claim) else s.claim
+        if claim:
+            w(f"**Claim:** {claim.strip()}\n\n")
         if s.description:
             w(s.description.strip() + "\n\n")
         if command:
@@ -474,15 +762,38 @@ class StudyResult:
         took = _clock(self.wall_time) if math.isfinite(self.wall_time) else "n/a"
         if self.completed_repeats < self.repeats:
             w(f"**Partial results: {self.completed_repeats} of {self.repeats} repeats "
-              f"completed so far.**\n\n")
+              f"completed so far{' (interrupted)' if self.interrupted else ''}.**\n\n")
+        resumed = (f" ({self.resumed} of them kept from an earlier session, resumed)"
+                   if self.resumed else "")
+        walls = [r.get("wall_s", float("nan")) for r in self.rows]
+        summed = _clock(sum(w for w in walls if isinstance(w, float) and math.isfinite(w)))
+        threads = sorted({r.get("threads") for r in self.rows if r.get("threads")})
+        if len(threads) > 1:
+            summed += (f"; the runs used {' and '.join(map(str, threads))} PyTorch threads "
+                       f"(column `threads` of runs.csv), and a run's numbers depend on it")
+        loads = [r.get("load_1min", float("nan")) for r in self.rows]
+        loads = [v for v in loads if isinstance(v, float) and math.isfinite(v)]
+        load = (f"1-minute load average after a run: median {np.median(loads):.2f}, at most "
+                f"{max(loads):.2f}{_load_warning(max(loads))}" if loads else
+                "1-minute load average not available")
         w(f"{len(s.configurations)} configurations x {self.completed_repeats} repeats (seeds "
           f"{s.seed}..{s.seed + self.completed_repeats - 1}, the same for every configuration), "
-          f"{len(self.rows)} runs in {took}; "
+          f"{len(self.rows)} runs{resumed} (their wall times add up to {summed})"
+          f"{f', this session {took}' if math.isfinite(self.wall_time) else ''}, "
+          f"{self.execution}; "
           f"{when}; layerlab {__version__}, PyTorch {torch.__version__}, "
-          f"{platform.machine()} {os.cpu_count()} CPU cores, "
-          f"{torch.get_num_threads()} PyTorch thread(s); 1-minute load average "
-          f"{self.load[0]:.2f} at the start, at most {self.load[1]:.2f} after a run"
-          f"{_load_warning(self.load[1])}.\n\n")
+          f"{platform.machine()} {os.cpu_count()} CPU cores; {load}. Accuracies and losses "
+          f"do not depend on the load or on where a run ran (each run is seeded alone); "
+          f"times do.\n\n")
+        failed = self.failed_runs()
+        if self.failures:
+            w("## Failed runs\n\n")
+            for o in self.failures:
+                last = o.error.strip().splitlines()[-1] if o.error.strip() else "?"
+                then = ("retried" if o.will_retry else "failed again: **missing from the "
+                        "results**; rerun with resume to try it again")
+                w(f"- {o.task}, attempt {o.attempt}: `{last}`; {then}\n")
+            w(f"\n{len(failed)} run(s) missing after the retry.\n\n")
         if s.settings:
             w("## Settings\n\n")
             for k, v in s.settings.items():
@@ -491,10 +802,14 @@ class StudyResult:
         w("## Results\n\n")
         w(_md_table(self.summary_rows()))
         w("\nmean ± sample standard deviation over the repeats; * marks the best mean.\n\n")
-        if self.completed_repeats > 1 and s.comparisons:
+        if self._has_pairs():
             w("## Paired comparisons\n\n")
+            if s.compare_to_best:
+                w("Each configuration against the best one, chosen after the runs: choosing "
+                  "the best first makes its p-values optimistic; confirm a winner with a fresh "
+                  "study of the few best (new seeds).\n\n")
             w(_md_table(self.comparison_rows()))
-            w(f"\n{_statistics_note(self.completed_repeats)}\n\n")
+            w(f"\n{_statistics_note(self.completed_repeats, s.primary_test)}\n\n")
         if figures:
             w("## Figures\n\n")
             for fname, caption in figures:
@@ -509,14 +824,22 @@ class StudyResult:
         return out.getvalue()
 
 
-def _statistics_note(repeats: int) -> str:
+def _statistics_note(repeats: int, primary: str = "t") -> str:
     power = ("cannot reach 0.05 at this number of repeats" if wilcoxon_min_p(repeats) >= 0.05
              else "can reach 0.05 only when (nearly) all pairs agree in sign")
-    return (f"Tests pair the runs of two configurations that share a seed. The paired t-test "
-            f"(`scipy.stats.ttest_rel`) is the primary test, Holm-corrected over this table's "
-            f"comparisons of a metric; \"significant\" means corrected p < 0.05. The exact "
-            f"Wilcoxon signed-rank test (`scipy.stats.wilcoxon`) is shown as the assumption-free "
-            f"check; with {repeats} pairs its smallest possible p-value is "
+    if primary == "wilcoxon":
+        which = ("The exact Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, what the ELU "
+                 "paper used) is the primary test, Holm-corrected over this table's "
+                 "comparisons of a metric; \"significant\" means corrected p < 0.05. The "
+                 "paired t-test (`scipy.stats.ttest_rel`) and its 95% interval are shown "
+                 "beside it. ")
+    else:
+        which = ("The paired t-test (`scipy.stats.ttest_rel`) is the primary test, "
+                 "Holm-corrected over this table's comparisons of a metric; \"significant\" "
+                 "means corrected p < 0.05. The exact Wilcoxon signed-rank test "
+                 "(`scipy.stats.wilcoxon`) is shown as the assumption-free check. ")
+    return (f"Tests pair the runs of two configurations that share a seed. {which}"
+            f"With {repeats} pairs the Wilcoxon test's smallest possible p-value is "
             f"{wilcoxon_min_p(repeats):.3g}, so it "
             f"{power}. "
             f"With {repeats} repeats only differences that are large against the run-to-run "
@@ -529,6 +852,34 @@ def _load_warning(load: float) -> str:
         return (f" (above the {cores} cores: other work shared the CPU, so times are "
                 f"inflated and noisy)")
     return ""
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class _replacing:
+    """``with _replacing(path) as f``: write a temporary file beside
+    ``path`` and move it over ``path`` only when the block succeeds."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tmp = f"{path}.tmp-{os.getpid()}"
+
+    def __enter__(self):
+        self.f = open(self.tmp, "w", newline="")
+        return self.f
+
+    def __exit__(self, kind, value, tb):
+        self.f.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.remove(self.tmp)
+        return False
 
 
 def _p(p: float) -> str:
@@ -554,14 +905,14 @@ def _md_table(rows: list[list[str]]) -> str:
 def _default_figure(result: StudyResult, out: str) -> list[tuple[str, str]]:
     """Each plotted metric per configuration: every run as a dot, mean ±
     std as a bar with error bar, the reference value as a red cross."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the user's backend is left alone
 
     metrics = [m for m in result.study.metrics if m.plot]
     if not metrics:
         return []
     names = result.configurations
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 1.1 * len(names) + 2) *
-                                                       len(metrics), 4.2), squeeze=False)
+    fig = Figure(figsize=(max(4.5, 1.1 * len(names) + 2) * len(metrics), 4.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, m in zip(axes[0], metrics):
         x = np.arange(len(names))
@@ -596,6 +947,5 @@ def _default_figure(result: StudyResult, out: str) -> list[tuple[str, str]]:
     fig.tight_layout()
     fname = "metrics.png"
     fig.savefig(os.path.join(out, fname), dpi=110)
-    plt.close(fig)
     return [(fname, "Each configuration's metrics: dots are runs, bars mean ± std"
              + (f", crosses {result.study.reference_label}" if result.study.reference else ""))]
