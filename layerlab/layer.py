@@ -480,6 +480,11 @@ class Layer(torch.nn.Module):
     def initialize(self, input_sizes: Sequence[tuple[int, ...]]) -> None:
         """Create learnables that depend on the input size (optional)."""
 
+    def pending_draws(self) -> dict[str, Any]:
+        """The functions of the learnables declared with ``Learnable(draw=...)``
+        that the network will draw again when it is built, by name."""
+        return {key: draw for key, (draw, _) in self._draws.items()}
+
     def draw_initial_values(self) -> None:
         """Draw again the learnables declared with ``Learnable(draw=...)``
         that were not set since. A network calls it when it is built, before
@@ -487,8 +492,9 @@ class Layer(torch.nn.Module):
         draws, self._draws = self._draws, {}
         for key, (draw, drawn) in draws.items():
             param = self._parameters.get(key)
-            if param is not None and param.shape == drawn.shape and \
-                    torch.equal(param.detach().cpu(), drawn.cpu()):
+            if param is None or param.is_meta or drawn.is_meta:
+                continue            # sizes only (loading builds on "meta"): nothing to draw
+            if param.shape == drawn.shape and torch.equal(param.detach().cpu(), drawn.cpu()):
                 value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
                 with torch.no_grad():
                     param.copy_(value.to(param.device, param.dtype).reshape(param.shape))

@@ -119,7 +119,9 @@ def test_demo_runs_one_epoch_and_leaves_the_current_folder_alone(tmp_path):
     cwd.mkdir()
     run = run_python("-m", "layerlab", "demo", "--max-epochs", "1", "--out", str(out), cwd=cwd)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Test Summary: 10 Passed, 0 Failed, 3 Skipped." in run.stdout
+    # the demo checks its layer with every test (no GPU here: the device test skips)
+    assert re.search(r"Test Summary: 2\d Passed, 0 Failed, [1-3] Skipped\.", run.stdout), \
+        run.stdout[-2000:]
     (accuracy,) = re.findall(r"Test accuracy: (\d\.\d+)", run.stdout)
     assert 0.6 < float(accuracy) <= 1.0        # one epoch: about 0.9 (chance 0.1)
     assert "39 iterations" in run.stdout

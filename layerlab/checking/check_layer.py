@@ -128,7 +128,7 @@ def _rng_in_constructor(layer: Layer) -> str | None:
         # draws declared with Learnable(draw=...) are redrawn under the seed
         # when a network is built: what they consume is fine
         torch.set_rng_state(before)
-        for draw in getattr(again, "_draws", {}).values():
+        for draw in again.pending_draws().values():
             draw()
         drew = not torch.equal(after, torch.get_rng_state())
     if not drew:
