@@ -26,7 +26,7 @@ from .layers import (Addition, AveragePooling2d, Concatenation, CReLU, Dropout, 
                      LeakyReLU, Maxout, MaxPooling2d, PReLU, Regression, Sigmoid,
                      SpatialDropout, Tanh)
 # any torch.nn.Module as a layer
-from .layers import ModuleLayer
+from .layers import ModuleLayer, register_module_class
 # networks and layer graphs
 from .network import Block, LayerGraph, Network, residual_block, summary
 # checking a layer (and any PyTorch module or function); a pytest helper
@@ -72,7 +72,7 @@ __all__ = [
     "Softmax", "Classification", "Regression",
     "initializers", "Gaussian",
     # any torch.nn.Module as a layer
-    "ModuleLayer",
+    "ModuleLayer", "register_module_class",
     # networks and layer graphs
     "LayerGraph", "Network", "Block", "residual_block", "summary",
     # checking a layer

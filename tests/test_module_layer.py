@@ -118,3 +118,32 @@ def test_lazy_modules_are_materialised_by_the_size_probe():
     net = ll.Network([ll.FeatureInput(5), nn.LazyLinear(2), ll.Regression()])
     assert net.layers[1].module.weight.shape == (2, 5)
     assert net.sizes["lazy_linear_1"] == ((2,),)
+
+
+class _Scale(torch.nn.Module):
+    """A user module: saved by its constructor arguments once registered."""
+
+    def __init__(self, factor=2.0):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def test_a_registered_user_module_saves_and_loads(tmp_path):
+    import numpy as np
+    layers = [ll.FeatureInput(3), _Scale(0.5), ll.FullyConnected(2), ll.Softmax(),
+              ll.Classification()]
+    net = ll.Network(layers)
+    with pytest.raises(ll.LayerError, match="register_module_class"):
+        ll.save(net, tmp_path / "a.safetensors")
+    ll.register_module_class(_Scale)
+    ll.save(net, tmp_path / "a.safetensors")
+    loaded = ll.load(tmp_path / "a.safetensors")
+    scale = loaded.layers[1].module
+    assert type(scale) is _Scale and scale.factor == 0.5
+    X = np.random.rand(4, 3).astype("float32")
+    np.testing.assert_allclose(ll.predict(loaded, X), ll.predict(net, X), rtol=1e-6)
+    with pytest.raises(ll.LayerError, match="torch.nn.Module subclass"):
+        ll.register_module_class(ll.ReLU)

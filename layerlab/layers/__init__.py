@@ -8,7 +8,7 @@ from .dropout import Dropout, SpatialDropout
 from .input import FeatureInput, ImageInput
 from .maxout import FullyConnectedMaxout, Maxout
 from .merge import Addition, Concatenation
-from .module import ModuleLayer
+from .module import ModuleLayer, register_module_class
 from .normalization import BatchNormalization, LayerNormalization
 from .output import Classification, Regression, Softmax
 from .pooling import AveragePooling2d, GlobalAveragePooling2d, MaxPooling2d

@@ -37,7 +37,8 @@ from torch import nn
 from ..errors import LayerError
 from ..layer import Layer
 
-__all__ = ["ModuleLayer", "REBUILDABLE", "module_spec", "module_from_spec"]
+__all__ = ["ModuleLayer", "REBUILDABLE", "register_module_class", "module_spec",
+           "module_from_spec"]
 
 # torch.nn classes rebuilt from their constructor arguments: a closed list
 # (never a name read from a file resolved by import)
@@ -50,6 +51,45 @@ REBUILDABLE: dict[str, type[nn.Module]] = {c.__name__: c for c in (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d, nn.Upsample, nn.ZeroPad2d, nn.Embedding,
 )}
+
+#: user torch.nn.Module classes the program registered (register_module_class),
+#: by ``module.qualname``: saved and rebuilt by their constructor arguments as
+#: the torch.nn classes above; a file cannot add to it
+_USER_CLASSES: dict[str, type[nn.Module]] = {}
+
+
+def register_module_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """Let a user ``torch.nn.Module`` class inside a :class:`ModuleLayer`
+    be saved and loaded: by its constructor arguments, each read back from
+    the same-named attribute (as for torch.nn's own classes), rebuilt at
+    load by this program's class (loading never imports it: the program
+    that loads registers it too, e.g. by importing the module that
+    defines it). Usable as a decorator.
+
+    Examples:
+        >>> @ll.register_module_class
+        ... class Scale(torch.nn.Module):
+        ...     def __init__(self, factor=2.0):
+        ...         super().__init__(); self.factor = factor
+        ...     def forward(self, x): return x * self.factor
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or issubclass(cls, Layer):
+        raise LayerError(f"register_module_class: expected a torch.nn.Module subclass "
+                         f"(not a layerlab Layer), got {cls!r:.80}")
+    _USER_CLASSES[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def _rebuildable(name: str) -> type[nn.Module] | None:
+    return REBUILDABLE.get(name) or _USER_CLASSES.get(name)
+
+
+def _spec_name(cls: type[nn.Module]) -> str | None:
+    if REBUILDABLE.get(cls.__name__) is cls:
+        return cls.__name__
+    user = f"{cls.__module__}.{cls.__qualname__}"
+    return user if _USER_CLASSES.get(user) is cls else None
+
 
 _SKIP = {"self", "device", "dtype"}
 _JSONABLE = (bool, int, float, str, type(None))
@@ -73,12 +113,13 @@ def module_spec(module: nn.Module, where: str) -> dict[str, Any]:
     if cls is nn.Sequential:
         return {"class": "Sequential",
                 "modules": [module_spec(m, f"{where}[{i}]") for i, m in enumerate(module)]}
-    if REBUILDABLE.get(cls.__name__) is not cls:
+    name = _spec_name(cls)
+    if name is None:
         raise LayerError(
             f"{where}: a {cls.__module__}.{cls.__qualname__} module cannot be saved by its "
-            f"constructor arguments: only torch.nn's own classes in "
-            f"layerlab.layers.module.REBUILDABLE (and Sequentials of them) are rebuilt; "
-            f"write it as a layerlab.Layer, or save its state_dict yourself")
+            f"constructor arguments: torch.nn's own classes in "
+            f"layerlab.layers.module.REBUILDABLE (and Sequentials of them) are rebuilt, and "
+            f"user classes registered with layerlab.register_module_class({cls.__qualname__})")
     args: dict[str, Any] = {}
     for pname, p in inspect.signature(cls.__init__).parameters.items():
         if pname in _SKIP or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -98,7 +139,7 @@ def module_spec(module: nn.Module, where: str) -> dict[str, Any]:
                              f"{type(value).__name__}; only numbers, strings and tuples "
                              f"are saved")
         args[pname] = value
-    return {"class": cls.__name__, "args": args}
+    return {"class": name, "args": args}
 
 
 def module_from_spec(spec: Any, where: str = "ModuleLayer") -> nn.Module:
@@ -111,10 +152,13 @@ def module_from_spec(spec: Any, where: str = "ModuleLayer") -> nn.Module:
     if name == "Sequential":
         return nn.Sequential(*[module_from_spec(s, f"{where}[{i}]")
                                for i, s in enumerate(spec.get("modules", []))])
-    cls = REBUILDABLE.get(name)
+    cls = _rebuildable(name)
     if cls is None:
-        raise LayerError(f"{where}: {name!r} is not a torch.nn class ModuleLayer rebuilds; "
-                         f"it rebuilds {sorted(REBUILDABLE)} and Sequential")
+        raise LayerError(f"{where}: {name!r} is not a module class ModuleLayer rebuilds; it "
+                         f"rebuilds torch.nn's {sorted(REBUILDABLE)}, Sequential and the user "
+                         f"classes this program registered with "
+                         f"layerlab.register_module_class (registered: "
+                         f"{sorted(_USER_CLASSES) or 'none'})")
     args = spec.get("args", {})
     if not isinstance(args, dict) or not all(_plain(v) for v in args.values()):
         raise LayerError(f"{where}: the arguments of {name} must be numbers, strings and "
@@ -122,7 +166,7 @@ def module_from_spec(spec: Any, where: str = "ModuleLayer") -> nn.Module:
     try:
         return cls(**args)
     except Exception as exc:  # noqa: BLE001 - add which module
-        raise LayerError(f"{where}: torch.nn.{name}(**{args!r:.120}) failed: "
+        raise LayerError(f"{where}: {name}(**{args!r:.120}) failed: "
                          f"{type(exc).__name__}: {exc}") from exc
 
 
