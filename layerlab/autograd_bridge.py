@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import LayerError
+from .errors import LayerError, LayerlabError
 
 __all__ = ["run_layer"]
 
@@ -154,7 +154,13 @@ class _HandWrittenBackward(torch.autograd.Function):
         if layer.is_stochastic:    # replayed if backward is differentiated
             box.rng = torch.get_rng_state()
         with _Slots(layer, W if box.stand_ins(W) else ()):
-            Z, memory = _unpack_forward(layer, layer.training_forward(*X))
+            try:
+                Z, memory = _unpack_forward(layer, layer.training_forward(*X))
+            except LayerlabError:
+                raise
+            except Exception as exc:
+                _name_the_layer(exc, layer, "forward")
+                raise
         Zs = _as_outputs(layer, Z, "forward")
         mem_tensors: list[torch.Tensor] = []
         box.spec = _flatten(memory, mem_tensors)
@@ -206,9 +212,15 @@ class _HandWrittenBackward(torch.autograd.Function):
         try:
             with _Slots(layer, W):
                 dW = layer.backward(*X, *Z, *dLdZ, memory)
+        except LayerlabError:
+            raise
+        except Exception as exc:
+            _name_the_layer(exc, layer, "backward")
+            raise
         finally:
             layer._needs = None
         dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
+        _check_frozen_by_none(layer, dW, ctx.needs_input_grad[3:], ctx.n_in)
         return (None, None, None, *dW)
 
 def _floating(memory: Any) -> bool:
@@ -259,6 +271,43 @@ def _for_second_derivative(ctx, layer, X, Z, memory, W):
 def _gradient_names(layer, n_in: int) -> list[str]:
     return [f"dLdX{i + 1}" if n_in > 1 else "dLdX" for i in range(n_in)] + \
            [f"dLd{n}" for n in layer.learnable_names]
+
+
+def _name_the_layer(exc: BaseException, layer, method: str) -> None:
+    """Say in the traceback which layer's code raised (the exception keeps
+    its type, so a user's own except clauses still catch it)."""
+    note = f"raised in the {method} of layer {layer.label}"
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+
+
+def _check_frozen_by_none(layer, grads: list, needs: tuple, n_in: int) -> None:
+    """A learnable that needs a gradient must not get None from backward: it
+    would silently never train."""
+    names = None
+    for k in range(n_in, len(grads)):
+        if grads[k] is None and k < len(needs) and needs[k]:
+            names = names or _gradient_names(layer, n_in)
+            learnable = layer.learnable_names[k - n_in]
+            raise LayerError(
+                f"layer {layer.label}: backward returned None for {names[k]}, but learnable "
+                f"'{learnable}' is trained (it requires a gradient), so it would never "
+                f"change; return its derivative, or freeze it with "
+                f"layer.freeze({learnable!r}) (backward may test "
+                f"self.needs_gradient({learnable!r}))")
+
+
+def _check_output_dtype(layer, X: tuple, Z: Any, method: str) -> None:
+    """The output keeps the input's floating type (else the next layer would
+    be blamed for a mismatch this layer made)."""
+    x = next((x for x in X if isinstance(x, torch.Tensor) and x.is_floating_point()), None)
+    if x is None or x.is_meta or torch.is_autocast_enabled(x.device.type):
+        return
+    for z in (Z if isinstance(Z, (tuple, list)) else (Z,)):
+        if isinstance(z, torch.Tensor) and z.dtype != x.dtype:
+            raise LayerError(f"layer {layer.label}: {method} returned {z.dtype} for "
+                             f"{x.dtype} input; return the input's type (e.g. create new "
+                             f"tensors with dtype=X.dtype)")
 
 
 def _check_gradients(layer, grads: Any, shapes: list, n_in: int):
@@ -325,8 +374,15 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
         raise LayerError(f"layer {layer.label} takes {layer.num_inputs} input(s), "
                          f"got {len(X)}")
     if not training:
-        Z = layer.predict(*X)
+        try:
+            Z = layer.predict(*X)
+        except LayerlabError:
+            raise
+        except Exception as exc:
+            _name_the_layer(exc, layer, "predict")
+            raise
         _as_outputs(layer, Z, "predict")
+        _check_output_dtype(layer, X, Z, "predict")
         return Z
     params = list(layer.learnables().values())
     if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
@@ -338,6 +394,13 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
             with torch.autocast(X[0].device.type, enabled=False):
                 return _apply_hand_written(layer, X, params)
         return _apply_hand_written(layer, X, params)
-    Z, _ = _unpack_forward(layer, layer.training_forward(*X))
+    try:
+        Z, _ = _unpack_forward(layer, layer.training_forward(*X))
+    except LayerlabError:
+        raise
+    except Exception as exc:
+        _name_the_layer(exc, layer, "forward")
+        raise
     _as_outputs(layer, Z, "forward")
+    _check_output_dtype(layer, X, Z, "forward")
     return Z

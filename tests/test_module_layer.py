@@ -91,7 +91,7 @@ def test_config_and_from_config_use_the_closed_list():
         "padding_mode": "zeros"}}
     again = ll.ModuleLayer.from_config(cfg)
     assert again.module[0].bias is None and again.module[0].stride == (2, 2)
-    with pytest.raises(LayerError, match="'os.system' is not a torch.nn class"):
+    with pytest.raises(LayerError, match="'os.system' is not a module class ModuleLayer rebuilds"):
         ll.ModuleLayer({"class": "os.system", "args": {}})
 
 
