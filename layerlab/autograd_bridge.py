@@ -154,13 +154,8 @@ class _HandWrittenBackward(torch.autograd.Function):
         if layer.is_stochastic:    # replayed if backward is differentiated
             box.rng = torch.get_rng_state()
         with _Slots(layer, W if box.stand_ins(W) else ()):
-            try:
-                Z, memory = _unpack_forward(layer, layer.training_forward(*X))
-            except LayerlabError:
-                raise
-            except Exception as exc:
-                _name_the_layer(exc, layer, "forward")
-                raise
+            Z, memory = _unpack_forward(
+                layer, _user_code(layer, "forward", layer.training_forward, *X))
         Zs = _as_outputs(layer, Z, "forward")
         mem_tensors: list[torch.Tensor] = []
         box.spec = _flatten(memory, mem_tensors)
@@ -211,12 +206,7 @@ class _HandWrittenBackward(torch.autograd.Function):
         layer._needs = ctx.needs_input_grad[3:]
         try:
             with _Slots(layer, W):
-                dW = layer.backward(*X, *Z, *dLdZ, memory)
-        except LayerlabError:
-            raise
-        except Exception as exc:
-            _name_the_layer(exc, layer, "backward")
-            raise
+                dW = _user_code(layer, "backward", layer.backward, *X, *Z, *dLdZ, memory)
         finally:
             layer._needs = None
         dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
@@ -281,6 +271,18 @@ def _name_the_layer(exc: BaseException, layer, method: str) -> None:
         exc.add_note(note)
 
 
+def _user_code(layer, method: str, fn, *args):
+    """``fn(*args)``, a user layer's own code: an exception it raises keeps its
+    type and gains a note naming the layer."""
+    try:
+        return fn(*args)
+    except LayerlabError:
+        raise
+    except Exception as exc:
+        _name_the_layer(exc, layer, method)
+        raise
+
+
 def _check_frozen_by_none(layer, grads: list, needs: tuple, n_in: int) -> None:
     """A learnable that needs a gradient must not get None from backward: it
     would silently never train."""
@@ -297,9 +299,10 @@ def _check_frozen_by_none(layer, grads: list, needs: tuple, n_in: int) -> None:
                 f"self.needs_gradient({learnable!r}))")
 
 
-def _check_output_dtype(layer, X: tuple, Z: Any, method: str) -> None:
+def check_output_dtype(layer, X: tuple, Z: Any, method: str) -> None:
     """The output keeps the input's floating type (else the next layer would
-    be blamed for a mismatch this layer made)."""
+    be blamed for a mismatch this layer made). Networks check it after each
+    layer; check_layer's ``types`` test reports it on a single layer."""
     x = next((x for x in X if isinstance(x, torch.Tensor) and x.is_floating_point()), None)
     if x is None or x.is_meta or torch.is_autocast_enabled(x.device.type):
         return
@@ -374,15 +377,8 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
         raise LayerError(f"layer {layer.label} takes {layer.num_inputs} input(s), "
                          f"got {len(X)}")
     if not training:
-        try:
-            Z = layer.predict(*X)
-        except LayerlabError:
-            raise
-        except Exception as exc:
-            _name_the_layer(exc, layer, "predict")
-            raise
+        Z = _user_code(layer, "predict", layer.predict, *X)
         _as_outputs(layer, Z, "predict")
-        _check_output_dtype(layer, X, Z, "predict")
         return Z
     params = list(layer.learnables().values())
     if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
@@ -394,13 +390,6 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
             with torch.autocast(X[0].device.type, enabled=False):
                 return _apply_hand_written(layer, X, params)
         return _apply_hand_written(layer, X, params)
-    try:
-        Z, _ = _unpack_forward(layer, layer.training_forward(*X))
-    except LayerlabError:
-        raise
-    except Exception as exc:
-        _name_the_layer(exc, layer, "forward")
-        raise
+    Z, _ = _unpack_forward(layer, _user_code(layer, "forward", layer.training_forward, *X))
     _as_outputs(layer, Z, "forward")
-    _check_output_dtype(layer, X, Z, "forward")
     return Z

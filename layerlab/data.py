@@ -82,3 +82,22 @@ def encode_labels(Y: Any, n: int, classes: list | None = None, what: str = "Y"
         raise DataError(f"{what}: label {exc.args[0]!r} is not one of the network's classes "
                         f"{classes}") from None
     return torch.from_numpy(idx), list(classes)
+
+
+def numeric_targets(Y: Any, n: int, who: str) -> torch.Tensor:
+    """Regression targets: numbers (or booleans), one row per observation
+    (``n`` of them), finite; as a float32 tensor of ``Y``'s shape (the loss
+    and the metric cast it to the network's dtype). ``who`` starts the
+    error messages (e.g. ``"layer 'r' (Regression)"``)."""
+    if isinstance(Y, torch.Tensor):
+        Y = Y.detach().cpu().numpy()
+    arr = np.asarray(Y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{who}: expected numeric targets, got an array of {arr.dtype}")
+    if arr.ndim == 0 or arr.shape[0] != n:
+        raise DataError(f"{who}: got {arr.shape[0] if arr.ndim else 'a scalar'} targets for "
+                        f"{n} observations in X")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).any(1))[0])
+        raise DataError(f"{who}: targets contain NaN or Inf (first in observation {bad})")
+    return torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))

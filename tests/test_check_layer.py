@@ -54,6 +54,8 @@ BUILTIN_CASES = {
     "Maxout": [((2,), {}, (4, 3, 3))],
     "FullyConnectedMaxout": [((3, 2), {}, (2, 3, 3))],
     "Tanh": [((), {}, (5,))],
+    # a torch.nn module as a layer (the torch.nn classes are checked on their own below)
+    "ModuleLayer": [((torch.nn.Linear(5, 3),), {}, (5,))],
     "Sigmoid": [((), {}, (5,))],
     "Convolution2d": [((3, 4), {}, (2, 6, 6)), ((3, 2), dict(stride=2, padding=1), (2, 5, 5))],
     "FullyConnected": [((5,), {}, (3, 4, 4)), ((4,), dict(drop_connect=0.5), (6,))],

@@ -212,7 +212,8 @@ def test_every_builtin_layer_builds_on_the_meta_device(tmp_path):
               ll.BatchNormalization(), ll.ELU(4), ll.PReLU(), ll.LeakyReLU(), ll.CReLU(),
               ll.Maxout(2), ll.Dropout(0.1), ll.SpatialDropout(0.1), ll.MaxPooling2d(2),
               ll.AveragePooling2d(1), ll.LayerNormalization(), ll.Tanh(), ll.Sigmoid(),
-              ll.ReLU(), ll.GlobalAveragePooling2d(), ll.FullyConnectedMaxout(4, 2),
+              ll.ReLU(), ll.ModuleLayer(torch.nn.Identity()), ll.GlobalAveragePooling2d(),
+              ll.FullyConnectedMaxout(4, 2),
               ll.FullyConnected(2), ll.Softmax(), ll.Classification()]
     names = {type(l).__name__ for l in layers} | {"Addition", "Concatenation", "Regression",
                                                    "FeatureInput"}

@@ -348,8 +348,8 @@ def check_low_precision(s: Subject) -> CheckResult:
                 problems.append(f"{dt}: {describe_exception(exc)}")
             continue
         ran.append(dt)
-        pairs = [(f"predict's output", a, b) for a, b in zip(P, P32)] + \
-                [(f"forward's output", a, b) for a, b in zip(Zs, Zs32)] + \
+        pairs = [("predict's output", a, b) for a, b in zip(P, P32)] + \
+                [("forward's output", a, b) for a, b in zip(Zs, Zs32)] + \
                 [(d, a, b) for d, a, b in zip(s.derivative_names, grads, grads32)
                  if a is not None and b is not None]
         for what, a, b in pairs:

@@ -63,10 +63,10 @@ def check_vmap(s: Subject) -> CheckResult:
     if s.has_backward and not contract.bridge_supports_torch_func():
         return CheckResult(name, SKIPPED, "the autograd bridge does not support torch.func "
                                           "for a hand-written backward yet (no setup_context)")
-    from torch.func import grad, vmap
+    from torch.func import vmap
     layer = s.copy()
     snap = s.snapshot(layer)
-    n, ni, no = VMAP_OBSERVATIONS, s.num_inputs, s.num_outputs
+    n, no = VMAP_OBSERVATIONS, s.num_outputs
     X = s.inputs(n)
     z_names = ["Z"] if no == 1 else [f"Z{i + 1}" for i in range(no)]
     problems = []

@@ -50,7 +50,6 @@ import io
 import math
 import os
 import platform
-import random
 import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO

@@ -20,4 +20,4 @@ __all__ = ["ELU", "ReLU", "LeakyReLU", "PReLU", "CReLU", "Maxout", "FullyConnect
            "ImageInput", "FeatureInput", "Addition", "Concatenation",
            "BatchNormalization", "LayerNormalization", "Classification", "Regression",
            "Softmax", "MaxPooling2d", "AveragePooling2d", "GlobalAveragePooling2d",
-           "initializers", "Gaussian"]
+           "ModuleLayer", "register_module_class", "initializers", "Gaussian"]

@@ -7,9 +7,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-import numpy as np
 
-from ..data import encode_labels
+from ..data import encode_labels, numeric_targets
 from ..errors import DataError
 from ..layer import Layer, OutputLayer
 
@@ -106,23 +105,7 @@ class Regression(OutputLayer):
 
     def prepare_targets(self, Y: Any, n: int) -> torch.Tensor:
         """Numeric targets ``(n,)`` or ``(n, R)`` as a float tensor ``(n, R)``."""
-        if isinstance(Y, torch.Tensor):
-            Y = Y.detach().cpu().numpy()
-        arr = np.asarray(Y)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise DataError(f"layer '{self.name}' (Regression): expected numeric targets, "
-                            f"got an array of {arr.dtype}")
-        if arr.ndim == 0 or arr.shape[0] != n:
-            raise DataError(f"layer '{self.name}' (Regression): got "
-                            f"{arr.shape[0] if arr.ndim else 'a scalar'} targets for "
-                            f"{n} observations in X")
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).any(1))[0])
-            raise DataError(f"layer '{self.name}' (Regression): targets contain NaN or Inf "
-                            f"(first in observation {bad})")
-        # float32 like the data; loss and metric cast to the network's dtype
-        T = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))
+        T = numeric_targets(Y, n, f"layer '{self.name}' (Regression)")
         return T.reshape(n, 1) if T.dim() == 1 else T
 
     def _match(self, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:

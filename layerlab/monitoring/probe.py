@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-import torch
 
 from ..data import as_input_tensor
 from ..errors import NetworkError

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..autograd_bridge import run_layer
+from ..autograd_bridge import check_output_dtype, run_layer
 from ..errors import LayerlabError, NetworkError
 from ..layer import InputLayer, Layer, OutputLayer
 from .graph import LayerGraph
@@ -37,6 +37,7 @@ def probe_layer(layer: Layer, xs: Sequence[torch.Tensor], device: torch.device |
             if device is not None:
                 layer.to(device)
             z = run_layer(layer, tuple(xs), training=False)
+            check_output_dtype(layer, xs, z, "predict")
     except LayerlabError as exc:
         raise NetworkError(f"{exc}" if "layer '" in str(exc) else
                            f"layer {layer.label}: {exc}") from exc
@@ -189,6 +190,7 @@ class Network(torch.nn.Module):
             # through nn.Module.__call__ (hooks fire); each layer runs in its
             # own mode, which net.train() / net.eval() set
             values[i] = layer(*xs)
+            check_output_dtype(layer, xs, values[i], "forward" if layer.training else "predict")
         return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:

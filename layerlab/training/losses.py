@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import encode_labels
+from ..data import encode_labels, numeric_targets
 from ..errors import DataError, OptionError
 
 __all__ = ["Loss", "resolve_loss", "LOSS_NAMES"]
@@ -150,17 +150,7 @@ class Loss:
             if self.builtin and (len(output_size) != 1 or len(classes) != k):
                 self._class_count_error(len(classes), output_size, classes, what)
             return T
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise DataError(f"{what}: loss '{self.name}' expects numeric targets, "
-                            f"got an array of {arr.dtype}")
-        if arr.ndim == 0 or arr.shape[0] != n:
-            raise DataError(f"{what}: got {arr.shape[0] if arr.ndim else 'a scalar'} targets "
-                            f"for {n} observations in X")
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).any(1))[0])
-            raise DataError(f"{what}: targets contain NaN or Inf (first in observation {bad})")
-        T = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))
+        T = numeric_targets(arr, n, f"{what}: loss '{self.name}'")
         per_obs = int(np.prod(T.shape[1:])) if T.dim() > 1 else 1
         if self.builtin and per_obs != int(np.prod(output_size)):
             raise DataError(f"{what}: loss '{self.name}': the network gives outputs of size "

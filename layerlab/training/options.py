@@ -19,7 +19,7 @@ import tempfile
 from typing import Any
 
 from ..errors import OptionError
-from ..validation import check_number, is_real
+from ..validation import check_number
 from .schedules import check_schedule_spec
 
 __all__ = ["TrainingOptions", "training_options", "SOLVERS"]

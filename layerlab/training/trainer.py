@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -433,6 +434,10 @@ class TrainingRun:
         """Seconds of training so far (including those before a resume)."""
         return time.perf_counter() - self._start
 
+    def _tell_gradients(self, listeners: list[Listener], iteration: int) -> None:
+        for l in listeners:
+            l.on_gradients(self, iteration)
+
     def _listeners_of(self, event: str) -> list[Listener]:
         """The listeners that define ``event`` (not Listener's default)."""
         default = getattr(Listener, event)
@@ -498,11 +503,7 @@ class TrainingRun:
             it = self.iteration + 1
             for l in starts:
                 l.on_batch_start(self, it)
-            on_gradients = None
-            if grads:
-                def on_gradients(it=it):
-                    for l in grads:
-                        l.on_gradients(self, it)
+            on_gradients = functools.partial(self._tell_gradients, grads, it) if grads else None
             try:
                 loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
                                       self.params, check_finite, self.precision, on_gradients)
