@@ -25,8 +25,9 @@ def main(out_path: str, environment: str) -> None:
         def predict(self, X):
             return X
 
-    layers = [Features((6,)), ll.FullyConnected(16), ll.ELU(16), ll.FullyConnected(2),
-              ll.Softmax(), ll.Classification()]
+    # a torch.nn module among the layers: DDP trains ModuleLayer's parameters too
+    layers = [Features((6,)), ll.FullyConnected(16), ll.ELU(16), torch.nn.Linear(16, 16),
+              ll.FullyConnected(2), ll.Softmax(), ll.Classification()]
     opts = ll.training_options("sgdm", max_epochs=3, mini_batch_size=32, seed=0,
                                execution_environment=environment, verbose=False,
                                shuffle="every-epoch")
