@@ -237,3 +237,38 @@ def test_train_from_folder_example_runs():
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Test accuracy" in run.stdout and "300 training images" in run.stdout
+
+
+def test_decoded_images_are_cached_up_to_the_limit_and_subsets_read_their_own(tmp_path):
+    import layerlab.datastores.image as image_module
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for k in range(3):
+            Image.fromarray(np.full((4, 4), 40 * k + (100 if c == "b" else 0),
+                                    np.uint8)).save(tmp_path / c / f"{k}.png")
+    imds = ll.ImageDatastore(tmp_path)
+    calls = []
+    real = image_module.decode_pixels
+
+    def counting(path, color):
+        calls.append(path)
+        return real(path, color)
+
+    image_module.decode_pixels = counting
+    try:
+        first = imds.read(range(len(imds)))
+        again = imds.read(range(len(imds)))
+        assert len(calls) == len(imds)                 # the second epoch decoded nothing
+        assert torch.equal(first, again)
+        imds2 = ll.ImageDatastore(tmp_path)
+        imds2.cache_bytes = 2 * 16                     # room for two 4x4 gray images
+        imds2.read(range(len(imds2)))
+        imds2.read(range(len(imds2)))
+        assert len(calls) == len(imds) + 2 * len(imds2) - 2
+        train, test = imds.split_each_label(2, seed=0)
+        for sub in (train, test):                      # the right image for each file
+            for i, f in enumerate(sub.files):
+                expected = torch.from_numpy(real(f, "gray")).float() / 255
+                assert torch.equal(sub.read([i])[0], expected)
+    finally:
+        image_module.decode_pixels = real

@@ -63,8 +63,13 @@ class ImageDatastore(DataSource):
     Observations are ``(C, H, W)`` float32 in ``[0, 1]``; every image must
     have the input layer's size (a :class:`DataError` names the first that
     has not): wrap the datastore in :class:`AugmentedImageDatastore` to
-    resize. Memory: the file names and labels; images are read per
-    mini-batch, ``prefetch`` mini-batches ahead in ``workers`` threads.
+    resize. Memory: the file names and labels, and up to
+    ``ImageDatastore.cache_bytes`` (256 MB) of decoded images: images are
+    decoded per mini-batch, ``prefetch`` mini-batches ahead in ``workers``
+    threads, and the first ``cache_bytes`` worth are kept, so later epochs
+    of a folder that fits read them without decoding again (set
+    ``cache_bytes = 0`` on the datastore for files that change while it is
+    used). A folder larger than that streams the rest from disk every epoch.
 
     Examples:
         >>> imds = ImageDatastore("digits/")                        # doctest: +SKIP
@@ -73,6 +78,8 @@ class ImageDatastore(DataSource):
     """
 
     workers = 2
+    #: decoded images kept in memory (uint8, bytes); 0 decodes every read
+    cache_bytes = 256 * 2**20
 
     def __init__(self, folder: str | os.PathLike | Sequence[str], labels: Any = "foldernames",
                  include_subfolders: bool = True, extensions: Sequence[str] = EXTENSIONS,
@@ -117,6 +124,8 @@ class ImageDatastore(DataSource):
     def _subset(self, idx: Sequence[int]) -> "ImageDatastore":
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_decoded", None)            # each subset keeps its own images
+        new.__dict__.pop("_decoded_bytes", None)
         new.files = [self.files[i] for i in idx]
         new.labels_ = None if self.labels_ is None else self.labels_[list(idx)]
         return new
@@ -190,11 +199,26 @@ class ImageDatastore(DataSource):
 
     def read_image(self, i: int) -> torch.Tensor:
         """Image ``i`` as ``(C, H, W)`` float32 in [0, 1], at its own size."""
-        return decode_image(self.files[i], self.color)
+        return to_float(self._pixels(int(i)))
+
+    def _pixels(self, i: int) -> np.ndarray:
+        """Image ``i`` decoded (uint8 ``(C, H, W)``), from the cache when it is
+        there. Read-ahead threads call this at once: a dict's item assignment
+        is atomic, and the byte count may overshoot by a mini-batch at most."""
+        path = self.files[i]
+        cache = self.__dict__.setdefault("_decoded", {})      # by file, not by index
+        im = cache.get(path)
+        if im is None:
+            im = decode_pixels(path, self.color)
+            used = self.__dict__.get("_decoded_bytes", 0)
+            if used + im.nbytes <= self.cache_bytes:
+                cache[path] = im
+                self._decoded_bytes = used + im.nbytes
+        return im
 
     def read(self, indices, seed=None):
         # decoded as uint8 and converted once per mini-batch (cheaper than per image)
-        images = [decode_pixels(self.files[int(i)], self.color) for i in indices]
+        images = [self._pixels(int(i)) for i in indices]
         if self.input_size is not None:
             for i, im in zip(indices, images):
                 if tuple(im.shape) != self.input_size:
