@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import OptionError
+from ..validation import check_number
 
 __all__ = ["LAYER_STATISTICS", "LEARNABLE_STATISTICS", "STATISTIC_GROUPS", "LayerStatistics",
            "StatisticsRecorder", "resolve_statistics", "check_frequency"]
@@ -90,10 +91,8 @@ def resolve_statistics(names: Any, what: str = "training option 'monitor'") -> t
 
 def check_frequency(value: Any, what: str = "training option 'monitor_frequency'") -> int:
     """``value`` as a positive integer (NumPy integers accepted)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or int(value) < 1:
-        raise OptionError(f"{what}: expected a positive integer (iterations), got {value!r}")
-    return int(value)
+    return check_number(value, what, lo=1, integer=True,
+                        expected="a positive integer (iterations)")
 
 
 @dataclasses.dataclass

@@ -189,8 +189,11 @@ class Network(torch.nn.Module):
                            for j, k in srcs)
             # through nn.Module.__call__ (hooks fire); each layer runs in its
             # own mode, which net.train() / net.eval() set
-            values[i] = layer(*xs)
-            check_output_dtype(layer, xs, values[i], "forward" if layer.training else "predict")
+            z = values[i] = layer(*xs)
+            # the full check (and its message) only when a dtype differs
+            if isinstance(z, torch.Tensor) and isinstance(xs[0], torch.Tensor) \
+                    and z.dtype != xs[0].dtype or isinstance(z, tuple):
+                check_output_dtype(layer, xs, z, "forward" if layer.training else "predict")
         return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
