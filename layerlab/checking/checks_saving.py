@@ -3,8 +3,10 @@
 process (``save_load_fresh_process``).
 
 The fresh process starts when the check begins (:func:`start_fresh_process`)
-and is collected when its test's turn comes, so that its start-up (Python,
-PyTorch and layerlab imports, about 2 s) overlaps the other tests.
+and is collected when its test's turn comes, so that it runs while the other
+tests do. It is a child of a spare interpreter that has imported PyTorch and
+layerlab once (:mod:`~layerlab.checking.spare_process`), so only the first
+check in a program pays those imports (2-4 s).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -26,6 +27,7 @@ from .checks_basic import NUM_OBSERVATIONS
 from .checks_behaviour import _largest_difference
 from .harness import Subject, describe_exception
 from .report import FAILED, PASSED, SKIPPED, CheckResult
+from .spare_process import start_job
 
 __all__ = ["check_save_load", "check_save_load_fresh_process", "start_fresh_process",
            "FreshProcess", "FRESH_PROCESS_TIMEOUT"]
@@ -183,20 +185,15 @@ class FreshProcess:
             return
         self.X = s.inputs(NUM_OBSERVATIONS, torch.float32)
         save_file({f"X{i}": x.contiguous() for i, x in enumerate(self.X)}, data)
-        # the new process finds modules as this one does (its sys.path), so
-        # what fails there is what only this program's run time created
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p if p else os.getcwd() for p in sys.path if p is not None),
-            OMP_NUM_THREADS="1")
         modules = [type(self.layer).__module__]
         inner = getattr(self.layer, "module", None)      # a wrapped torch.nn module
         if isinstance(inner, torch.nn.Module):
             modules.append(type(inner).__module__)
         modules = list(dict.fromkeys(modules))
-        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, net, data, self.out,
-                                      *modules],
-                                     cwd=os.getcwd(), env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        # a child of the spare process where possible (see spare_process):
+        # it finds modules as this program does (its sys.path), so what
+        # fails there is what only this program's run time created
+        self.proc = start_job(_CHILD, [net, data, self.out, *modules])
 
     def finish(self, s: Subject) -> CheckResult:
         name = "save_load_fresh_process"
@@ -204,16 +201,16 @@ class FreshProcess:
             return CheckResult(name, SKIPPED, self.skip)
         if self.error:
             return CheckResult(name, FAILED, self.error)
-        try:
-            _, err = self.proc.communicate(timeout=FRESH_PROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        done = self.proc.wait(FRESH_PROCESS_TIMEOUT)
+        if done is None:
             self.close()
             return CheckResult(name, FAILED, f"the new process did not finish within "
                                              f"{FRESH_PROCESS_TIMEOUT:g} s")
+        returncode, err = done
         try:
-            if self.proc.returncode != 0:
+            if returncode != 0:
                 lines = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
-                last = lines[-1] if lines else f"exit status {self.proc.returncode}"
+                last = lines[-1] if lines else f"exit status {returncode}"
                 return CheckResult(name, FAILED, f"loading in a new Python process failed: "
                                                  f"{last}")
             with safe_open(self.out, "pt") as f:
@@ -235,9 +232,9 @@ class FreshProcess:
                                          "same class, learnables, state and predictions")
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        if self.proc is not None:
+            self.proc.cancel()
+            self.proc = None
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
