@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     load_after = common.load_average()
     flops = sum(o[1] for o in seed_step_ops())
     nbytes = sum(o[2] for o in seed_step_ops())
-    lines = [f"# Roofline of the seed network's training step\n",
+    lines = ["# Roofline of the seed network's training step\n",
              f"Machine: {common.cpu_model()}, {torch.get_num_threads()} threads, torch "
              f"{torch.__version__}; load average before {load_before}, after {load_after}\n",
              common.markdown_table(["measured", "value"], [

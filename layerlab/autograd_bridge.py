@@ -126,6 +126,20 @@ def _set_learnable(layer, name: str, value: torch.Tensor) -> None:
     owner._parameters[attr] = value
 
 
+def _dead_wrapper_unwrapper():
+    """What ``torch.autograd.Function.apply`` uses to unwrap dead
+    ``torch.func`` wrappers before the C++ apply, where this PyTorch has it
+    and the transform test (else ``None``: Function.apply is used)."""
+    try:
+        torch._C._are_functorch_transforms_active  # noqa: B018 - must exist too
+        return torch._C._functorch.unwrap_if_dead
+    except AttributeError:
+        return None
+
+
+_unwrap_if_dead = _dead_wrapper_unwrapper()
+
+
 class _HandWrittenBackward(torch.autograd.Function):
     """``apply(layer, n_in, box, *X, *W)``: W are the layer's learnables in
     declaration order, passed so that autograd routes their derivatives;
@@ -146,6 +160,19 @@ class _HandWrittenBackward(torch.autograd.Function):
     """
 
     generate_vmap_rule = True
+
+    @classmethod
+    def apply(cls, *args):  # type: ignore[override]
+        # torch.autograd.Function.apply binds the arguments to forward's
+        # signature with inspect on every call (about 50 us, as much as the
+        # rest of the bridge); forward takes no keywords or defaults, so
+        # binding changes nothing: go straight to the C++ apply, as
+        # Function.apply does after binding, unless a torch.func transform
+        # is active (then Function.apply's own route).
+        if _unwrap_if_dead is None or torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(
+            *(_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args))
 
     @staticmethod
     def forward(layer, n_in, box, *args):  # type: ignore[override]
@@ -203,12 +230,12 @@ class _HandWrittenBackward(torch.autograd.Function):
         memory = _unflatten(ctx.mem_spec, mem) if mem is not None else None
         if torch.is_grad_enabled():   # backward is being differentiated
             X, Z, memory = _for_second_derivative(ctx, layer, X, Z, memory, W)
-        layer._needs = ctx.needs_input_grad[3:]
+        object.__setattr__(layer, "_needs", ctx.needs_input_grad[3:])   # not nn.Module.__setattr__ (per step)
         try:
             with _Slots(layer, W):
                 dW = _user_code(layer, "backward", layer.backward, *X, *Z, *dLdZ, memory)
         finally:
-            layer._needs = None
+            object.__setattr__(layer, "_needs", None)
         dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
         _check_frozen_by_none(layer, dW, ctx.needs_input_grad[3:], ctx.n_in)
         return (None, None, None, *dW)

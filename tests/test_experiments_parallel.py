@@ -218,7 +218,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path):
     assert done <= {("narrow", "0"), ("wide", "0"), ("wide", "1")}
     result = toy_study().run(out=out, stream=quiet(), workers=2, threads=1, resume=True)
     assert len(result.rows) == 6 and result.resumed == len(kept)
-    fresh = toy_study().run(out=str(tmp_path / "fresh"), stream=quiet(), threads=1)
+    toy_study().run(out=str(tmp_path / "fresh"), stream=quiet(), threads=1)
     assert without_timing(read_rows(os.path.join(out, "runs.csv"))) == \
         without_timing(read_rows(tmp_path / "fresh" / "runs.csv"))
 
@@ -347,7 +347,7 @@ def test_ray_gives_the_rows_of_a_sequential_run(tmp_path, local_ray):
     ray_result = toy_study(run).run(out=str(tmp_path / "ray"), stream=quiet(), cluster="ray",
                                     threads=1)
     assert not ray_result.failures, ray_result.failures[0].error
-    seq = toy_study(run).run(out=str(tmp_path / "seq"), stream=quiet(), threads=1)
+    toy_study(run).run(out=str(tmp_path / "seq"), stream=quiet(), threads=1)
     assert without_timing(read_rows(tmp_path / "ray" / "runs.csv")) == \
         without_timing(read_rows(tmp_path / "seq" / "runs.csv"))
     assert "as Ray tasks on a local Ray instance (2 CPUs)" in ray_result.execution

@@ -12,7 +12,6 @@ The example counts are small so that CI stays fast and deterministic
 (``derandomize``); set ``LAYERLAB_FUZZ_EXAMPLES`` for a longer run.
 """
 
-import json
 import os
 import resource
 

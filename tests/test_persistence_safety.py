@@ -21,7 +21,6 @@ import torch
 
 import layerlab as ll
 from layerlab.persistence import network_file, registry
-from layerlab.training import checkpoint as ckpt
 
 
 def _net():

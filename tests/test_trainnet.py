@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import layerlab as ll
 from layerlab.errors import DataError, NetworkError, OptionError, TrainingError

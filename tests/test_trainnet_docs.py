@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-import layerlab as ll
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
