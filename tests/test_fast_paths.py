@@ -80,3 +80,23 @@ def test_sgdm_with_l2_in_the_velocity_matches_pytorch_sgd_at_constant_rate():
         ours.step()
         ref.step()
     torch.testing.assert_close(w1.detach(), w2.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_bridge_does_not_bind_arguments_with_inspect_each_step(monkeypatch):
+    """torch.autograd.Function.apply binds its arguments with inspect.signature
+    on every call (about 50 us); the bridge's apply skips it, outside
+    torch.func transforms, and computes the same."""
+    import inspect
+    torch.manual_seed(0)
+    layer = ll.ELU(3)
+    X, G = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    Z0, dX0, (da0,) = _train_grads(layer, X, G)
+
+    def no_binding(*args, **kwargs):
+        raise AssertionError("inspect.signature called in a training step")
+    monkeypatch.setattr(inspect, "signature", no_binding)
+    Z, dX, (da,) = _train_grads(layer, X, G)
+    assert torch.equal(Z, Z0) and torch.equal(dX, dX0) and torch.equal(da, da0)
+    # under a torch.func transform, Function.apply's own route (and its binding)
+    with pytest.raises(AssertionError, match="inspect.signature called"):
+        torch.func.grad(lambda x: run_layer(layer, (x,), training=True).sum())(X)
