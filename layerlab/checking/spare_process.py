@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 __all__ = ["start_job", "PlainJob", "SpareJob", "SpareProcess"]
 
@@ -217,6 +218,7 @@ class SpareJob:
 
 
 _spare: SpareProcess | None = None
+_spare_lock = threading.Lock()      # one job at a time, also across threads
 
 
 def _now() -> float:
@@ -247,12 +249,13 @@ def _get_spare() -> SpareProcess | None:
 def start_job(code: str, argv: list[str]) -> PlainJob | SpareJob:
     """Run ``code`` as ``python -c code *argv`` would, in a new process (a
     child of the spare where possible); collect it with ``wait``."""
-    spare = _get_spare()
-    if spare is not None:
-        try:
-            return SpareJob(spare, code, argv)
-        except OSError:          # the spare died (broken pipe): a plain process
-            spare.kill()
+    with _spare_lock:
+        spare = _get_spare()
+        if spare is not None:
+            try:
+                return SpareJob(spare, code, argv)      # marks the spare busy
+            except OSError:      # the spare died (broken pipe): a plain process
+                spare.kill()
     return PlainJob(code, argv)
 
 
