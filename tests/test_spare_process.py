@@ -78,3 +78,23 @@ def test_without_fork_jobs_are_plain_processes(monkeypatch):
     monkeypatch.setattr(spare_process, "can_fork", lambda: False)
     job, (rc, out) = run("import sys; print(sys.argv[1:])", "x")
     assert isinstance(job, PlainJob) and rc == 0 and out.strip() == "['x']"
+
+
+def test_a_job_whose_spare_dies_runs_again_as_a_plain_process():
+    import signal
+    job = start_job("import time, sys; time.sleep(1); print('done', sys.argv[1])", ["x"])
+    assert isinstance(job, SpareJob)
+    os.killpg(job.spare.proc.pid, signal.SIGKILL)      # the spare and its child
+    assert job.wait(120) == (0, "done x\n")
+    assert job.spare.proc.poll() is not None
+    job2, (rc, _) = run("pass")
+    assert rc == 0 and isinstance(job2, SpareJob) and job2.spare is not job.spare
+
+
+def test_a_spare_that_cannot_start_falls_back_with_the_real_error(monkeypatch):
+    # a spare whose interpreter dies at once, as when its imports fail there
+    monkeypatch.setattr(spare_process, "_SPARE", "raise SystemExit(5)")
+    monkeypatch.setattr(spare_process, "_spare", None)
+    job, (rc, out) = run("raise ImportError('no module named my_layers')")
+    assert isinstance(job, SpareJob)
+    assert rc == 1 and "ImportError: no module named my_layers" in out

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["start_job", "PlainJob", "SpareJob", "SpareProcess"]
+__all__ = ["start_job", "PlainJob", "SpareJob", "SpareProcess", "SpareDied", "can_fork"]
 
 # Runs in the spare: warm the imports, then fork a child per job line.
 _SPARE = r"""
@@ -134,8 +134,8 @@ class SpareProcess:
         self.proc.stdin.flush()
 
     def _line(self, deadline: float) -> str | None:
-        """The spare's next reply line, or ``None`` at the deadline or if
-        it died."""
+        """The spare's next reply line, ``None`` at the deadline; raises
+        :class:`SpareDied` if the spare's output ended."""
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
             left = deadline - _now()
@@ -143,17 +143,22 @@ class SpareProcess:
                 return None
             chunk = os.read(fd, 4096)
             if not chunk:
-                return None
+                raise SpareDied
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode()
 
     def result(self, timeout: float) -> int | None:
         """The job's exit status, or ``None`` if it did not finish in time
-        (the spare and the job are then killed)."""
+        (the spare and the job are then killed); :class:`SpareDied` if the
+        spare died (killed from outside, or it could not start)."""
         deadline = _now() + timeout
         while True:
-            line = self._line(deadline)
+            try:
+                line = self._line(deadline)
+            except SpareDied:
+                self.kill()
+                raise
             if line is None:
                 self.kill()
                 return None
@@ -183,19 +188,31 @@ class SpareProcess:
             self.kill()
 
 
+class SpareDied(Exception):
+    """The spare process ended while a job was waiting for it."""
+
+
 class SpareJob:
-    """A job run by a child of the spare process."""
+    """A job run by a child of the spare process; if the spare dies (it
+    could not start in this environment, or something killed it), the job
+    is run again as a plain new process, whose output then says what went
+    wrong."""
 
     def __init__(self, spare: SpareProcess, code: str, argv: list[str]):
-        self.spare = spare
+        self.spare, self.code, self.argv = spare, code, argv
         fd, self.log = tempfile.mkstemp(prefix="layerlab-job-", suffix=".log")
         os.close(fd)
         self.done = False
         spare.submit(code, argv, self.log)
 
     def wait(self, timeout: float) -> tuple[int, str] | None:
+        start = _now()
         try:
-            rc = self.spare.result(timeout)
+            try:
+                rc = self.spare.result(timeout)
+            except SpareDied:
+                self.done = True
+                return PlainJob(self.code, self.argv).wait(max(1.0, timeout - (_now() - start)))
             self.done = True
             if rc is None:
                 return None
