@@ -189,7 +189,17 @@ def test_ctrl_c_keeps_finished_runs_and_resume_skips_them(tmp_path):
     assert "Partial" not in report and "3 of them kept from an earlier session" in report
 
 
-def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path):
+@pytest.fixture
+def interactive_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in an interactive program (tests
+    started in the background by a non-interactive shell inherit SIGINT
+    ignored, and would wait for the sleeping run instead)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path, interactive_ctrl_c):
     out = str(tmp_path / "out")
     pids = tmp_path / "sleeper"
 
