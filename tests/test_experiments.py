@@ -5,6 +5,7 @@ toy study, the command line, and the quick forms of the seeds' studies
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 
@@ -107,17 +108,9 @@ def test_user_study_rows_statistics_and_files(tmp_path):
                   metrics=[Metric("score", better="higher"), Metric("noise", test=False)],
                   repeats=4, seed=10,
                   reference={"one": {"score": 1.5}}, reference_label="paper")
-    lines = []
-
-    class Stream:
-        def write(self, s):
-            lines.append(s)
-
-        def flush(self):
-            pass
-
-    result = study.run(out=str(tmp_path), stream=Stream(), command="python toy.py")
-    progress = "".join(lines)
+    stream = io.StringIO()
+    result = study.run(out=str(tmp_path), stream=stream, command="python toy.py")
+    progress = stream.getvalue()
     assert "[12/12] two (repeat 4/4, seed 13)" in progress
 
     noise = result.values("zero", "noise")

@@ -6,6 +6,7 @@ study runs; reports never touch pyplot."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -101,23 +102,15 @@ def test_a_killed_worker_is_reported_and_its_run_retried(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)     # the worker dies mid-run
         return tiny_training(width, seed)
 
-    lines = []
-
-    class Stream:
-        def write(self, s):
-            lines.append(s)
-
-        def flush(self):
-            pass
-
-    result = toy_study(run).run(out=str(tmp_path / "out"), stream=Stream(), workers=2,
+    stream = io.StringIO()
+    result = toy_study(run).run(out=str(tmp_path / "out"), stream=stream, workers=2,
                                 threads=1)
     assert len(result.rows) == 6 and not result.failed_runs()
     (failure,) = result.failures
     assert failure.task.key == ("wide", 1) and failure.will_retry
     assert "killed by signal 9" in failure.error
-    assert "FAILED wide (repeat 2, seed 1) (attempt 1)" in "".join(lines)
-    assert "retrying it once" in "".join(lines)
+    assert "FAILED wide (repeat 2, seed 1) (attempt 1)" in stream.getvalue()
+    assert "retrying it once" in stream.getvalue()
     # the retried run gives the numbers it would have given the first time
     fresh = toy_study().run(stream=quiet(), workers=1, threads=1)
     assert result.values("wide", "loss").tolist() == fresh.values("wide", "loss").tolist()

@@ -70,6 +70,22 @@ def first_difference(a: torch.Tensor, b: torch.Tensor, rtol: float = 0.0):
     return worst, tuple(int(i) for i in np.unravel_index(flat, tuple(a.shape)))
 
 
+def differences(names: Sequence[str], reference: Sequence, other: Sequence, rtol: float,
+                how: str, prefix: str = "") -> list[str]:
+    """One line per pair of tensors that differ by more than ``rtol``
+    (:func:`first_difference`): ``"<prefix><name> differs <how> by up to
+    <d> (at index <i>)"``; a pair with a missing (``None``) side is skipped."""
+    lines = []
+    for name, a, b in zip(names, reference, other):
+        if a is None or b is None:
+            continue
+        diff = first_difference(a, b, rtol)
+        if diff is not None:
+            lines.append(f"{prefix}{name} differs {how} by up to {diff[0]:.3g} "
+                         f"(at index {diff[1]})")
+    return lines
+
+
 def check_inputs_unchanged(s: Subject) -> CheckResult:
     """predict and forward leave X unchanged; backward leaves X, Z and dLdZ
     unchanged (a layer that works in place on them corrupts what the
@@ -170,14 +186,8 @@ def check_backward_twice(s: Subject) -> CheckResult:
                         f"{describe_exception(exc)}")
         first = second = None
     if first is not None:
-        for dname, a, b in zip(s.derivative_names, first, second):
-            if a is None or b is None:
-                continue
-            diff = first_difference(a, b, _SAME_RTOL)
-            if diff is not None:
-                problems.append(f"{dname} differs between the first and the second backward "
-                                f"over the same graph by up to {diff[0]:.3g} (at index "
-                                f"{diff[1]})")
+        problems += differences(s.derivative_names, first, second, _SAME_RTOL,
+                                "between the first and the second backward over the same graph")
     if problems:
         return CheckResult(name, FAILED, "\n".join(problems))
     kept = " and backward left its memory unchanged" if s.has_backward else ""
@@ -214,21 +224,11 @@ def check_determinism(s: Subject) -> CheckResult:
             grads = torch.autograd.grad(L, Xg + params, allow_unused=True)
         runs.append((P, tuple(z.detach() for z in Zs), grads))
     problems = []
-    labels = ["predict output", "training output"]
-    for label, a, b in zip(labels, runs[0][:2], runs[1][:2]):
-        for i, (x, y) in enumerate(zip(a, b)):
-            diff = first_difference(x, y, tol)
-            if diff is not None:
-                problems.append(f"the {label}{'' if len(a) == 1 else f' {i + 1}'} differs "
-                                f"between two runs on the same input by up to {diff[0]:.3g} "
-                                f"(at index {diff[1]})")
-    for dname, x, y in zip(s.derivative_names, runs[0][2], runs[1][2]):
-        if x is None or y is None:
-            continue
-        diff = first_difference(x, y, tol)
-        if diff is not None:
-            problems.append(f"{dname} differs between two runs on the same input by up to "
-                            f"{diff[0]:.3g} (at index {diff[1]})")
+    how = "between two runs on the same input"
+    for label, a, b in zip(["predict output", "training output"], runs[0][:2], runs[1][:2]):
+        names = [f"the {label}" + ("" if len(a) == 1 else f" {i + 1}") for i in range(len(a))]
+        problems += differences(names, a, b, tol, how)
+    problems += differences(s.derivative_names, runs[0][2], runs[1][2], tol, how)
     if problems:
         problems.append("a layer whose training output is random declares is_stochastic = "
                         "True; one with a bounded nondeterminism (atomic adds on a GPU) "

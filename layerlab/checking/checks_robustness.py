@@ -17,7 +17,7 @@ import torch
 from ..autograd_bridge import run_layer
 from ..errors import LayerError
 from .checks_basic import NUM_OBSERVATIONS, _first_non_finite
-from .checks_repeat import first_difference
+from .checks_repeat import differences
 from .harness import Subject, as_tuple, describe_exception
 from .report import FAILED, PASSED, SKIPPED, CheckResult
 
@@ -157,13 +157,8 @@ def _layouts(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
 
 
 def _compare(problems: list[str], what: str, got, ref, names: Sequence[str]) -> None:
-    for name, a, b in zip(names, got, ref):
-        if a is None or b is None:
-            continue
-        diff = first_difference(b, a, _SAME_RTOL)
-        if diff is not None:
-            problems.append(f"{what}: {name} differs from the contiguous case by up to "
-                            f"{diff[0]:.3g} (at index {diff[1]})")
+    problems += differences(names, ref, got, _SAME_RTOL, "from the contiguous case",
+                            prefix=f"{what}: ")
 
 
 def check_memory_layouts(s: Subject) -> CheckResult:

@@ -165,7 +165,7 @@ class FreshProcess:
     """A new Python process loading the saved layer (see the module doc)."""
 
     def __init__(self, s: Subject):
-        self.skip, self.error, self.proc, self.tmp = None, None, None, None
+        self.skip, self.error, self.job, self.tmp = None, None, None, None
         self.layer = s.copy(torch.float32, unfreeze=False)
         layers, why = _one_layer_network(s, self.layer)
         if layers is None:
@@ -193,7 +193,7 @@ class FreshProcess:
         # a child of the spare process where possible (see spare_process):
         # it finds modules as this program does (its sys.path), so what
         # fails there is what only this program's run time created
-        self.proc = start_job(_CHILD, [net, data, self.out, *modules])
+        self.job = start_job(_CHILD, [net, data, self.out, *modules])
 
     def finish(self, s: Subject) -> CheckResult:
         name = "save_load_fresh_process"
@@ -201,7 +201,7 @@ class FreshProcess:
             return CheckResult(name, SKIPPED, self.skip)
         if self.error:
             return CheckResult(name, FAILED, self.error)
-        done = self.proc.wait(FRESH_PROCESS_TIMEOUT)
+        done = self.job.wait(FRESH_PROCESS_TIMEOUT)
         if done is None:
             self.close()
             return CheckResult(name, FAILED, f"the new process did not finish within "
@@ -232,9 +232,9 @@ class FreshProcess:
                                          "same class, learnables, state and predictions")
 
     def close(self) -> None:
-        if self.proc is not None:
-            self.proc.cancel()
-            self.proc = None
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None

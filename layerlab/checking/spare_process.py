@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 __all__ = ["start_job", "PlainJob", "SpareJob", "SpareProcess", "SpareDied", "can_fork"]
 
@@ -48,7 +49,6 @@ torch.set_num_threads(1)
 reply = os.fdopen(os.dup(1), "w")
 sys.stdout.flush()
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-reply.write("ready\n"); reply.flush()
 for line in sys.stdin:
     job = json.loads(line)
     pid = os.fork()
@@ -77,12 +77,17 @@ for line in sys.stdin:
 """
 
 
+def _search_path() -> list[str]:
+    """This program's ``sys.path``, its empty entry (the current folder) made
+    explicit: a new process finds modules as this one does, so what fails
+    there is what only this program's run time created."""
+    return [p if p else os.getcwd() for p in sys.path if p is not None]
+
+
 def _environment() -> dict[str, str]:
-    """This program's environment, with its ``sys.path`` as the module
-    search path (so that what fails in the new process is what only this
-    program's run time created) and one thread (the jobs are small)."""
-    path = os.pathsep.join(p if p else os.getcwd() for p in sys.path if p is not None)
-    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
+    """This program's environment, with its module search path and one
+    thread (the jobs are small)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(_search_path()), OMP_NUM_THREADS="1")
 
 
 class PlainJob:
@@ -120,14 +125,13 @@ class SpareProcess:
                                      env=_environment(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      start_new_session=True)    # its children die with it
-        self.ready = False
 
     def usable(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
     def submit(self, code: str, argv: list[str], log: str) -> None:
         job = {"code": code, "argv": argv, "log": log, "cwd": os.getcwd(),
-               "path": [p if p else os.getcwd() for p in sys.path if p is not None],
+               "path": _search_path(),
                "env": dict(os.environ)}
         self.busy = True
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
@@ -138,7 +142,7 @@ class SpareProcess:
         :class:`SpareDied` if the spare's output ended."""
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
-            left = deadline - _now()
+            left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 return None
             chunk = os.read(fd, 4096)
@@ -152,21 +156,17 @@ class SpareProcess:
         """The job's exit status, or ``None`` if it did not finish in time
         (the spare and the job are then killed); :class:`SpareDied` if the
         spare died (killed from outside, or it could not start)."""
-        deadline = _now() + timeout
-        while True:
-            try:
-                line = self._line(deadline)
-            except SpareDied:
-                self.kill()
-                raise
-            if line is None:
-                self.kill()
-                return None
-            if line == "ready":
-                self.ready = True
-                continue
-            self.busy = False
-            return int(json.loads(line)["rc"])
+        deadline = time.monotonic() + timeout
+        try:
+            line = self._line(deadline)
+        except SpareDied:
+            self.kill()
+            raise
+        if line is None:
+            self.kill()
+            return None
+        self.busy = False
+        return int(json.loads(line)["rc"])
 
     def kill(self) -> None:
         self.busy = False
@@ -206,13 +206,13 @@ class SpareJob:
         spare.submit(code, argv, self.log)
 
     def wait(self, timeout: float) -> tuple[int, str] | None:
-        start = _now()
+        start = time.monotonic()
         try:
             try:
                 rc = self.spare.result(timeout)
             except SpareDied:
                 self.done = True
-                return PlainJob(self.code, self.argv).wait(max(1.0, timeout - (_now() - start)))
+                return PlainJob(self.code, self.argv).wait(max(1.0, timeout - (time.monotonic() - start)))
             self.done = True
             if rc is None:
                 return None
@@ -236,11 +236,6 @@ class SpareJob:
 
 _spare: SpareProcess | None = None
 _spare_lock = threading.Lock()      # one job at a time, also across threads
-
-
-def _now() -> float:
-    import time
-    return time.monotonic()
 
 
 def can_fork() -> bool:

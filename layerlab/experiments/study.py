@@ -434,16 +434,22 @@ class StudyResult:
         self.resumed = 0                            # rows kept from an earlier session
         self.interrupted = False
 
-    def _add(self, cname: str, repeat: int, seed: int, output: Mapping[str, Any],
-             wall: float, threads: int = 0) -> dict[str, Any]:
-        if not isinstance(output, Mapping):
-            raise OptionError(f"Study {self.study.name!r}: run() must return a dict of metrics, "
-                              f"got {type(output).__name__}")
+    def _row_start(self, cname: str, repeat: int, seed: int) -> dict[str, Any]:
+        """A run's row up to its metrics: the configuration, its parameters
+        that are plain values, the repeat and the seed."""
         row: dict[str, Any] = {"configuration": cname}
         for k, v in self.study.configurations[cname].items():
             if isinstance(v, (int, float, str, bool, np.number)) or v is None:
                 row[k] = v
         row.update(repeat=repeat, seed=seed)
+        return row
+
+    def _add(self, cname: str, repeat: int, seed: int, output: Mapping[str, Any],
+             wall: float, threads: int = 0) -> dict[str, Any]:
+        if not isinstance(output, Mapping):
+            raise OptionError(f"Study {self.study.name!r}: run() must return a dict of metrics, "
+                              f"got {type(output).__name__}")
+        row = self._row_start(cname, repeat, seed)
         for m in self.study.metrics:
             if m.name not in output:
                 raise OptionError(f"Study {self.study.name!r}: run() of {cname!r} returned no "
@@ -513,11 +519,7 @@ class StudyResult:
                                   f"{repeat} with seed {seed}, this study gives it seed "
                                   f"{self.study.seed + repeat}; use another folder or "
                                   f"resume=False")
-            row: dict[str, Any] = {"configuration": cname}
-            for k, v in self.study.configurations[cname].items():
-                if isinstance(v, (int, float, str, bool, np.number)) or v is None:
-                    row[k] = v
-            row.update(repeat=repeat, seed=seed)
+            row = self._row_start(cname, repeat, seed)
             for k in metric_names:
                 row[k] = _float(raw[k])
             threads = _float(raw.get("threads", ""))
