@@ -349,7 +349,12 @@ class Layer(torch.nn.Module):
         for mname, module in self._modules.items():
             if module is None:
                 continue
-            for pname, p in module.named_parameters():
+            # a submodule without submodules of its own: its _parameters, in
+            # the order named_parameters gives (several times faster, and
+            # this runs for every training step of the layer)
+            items = ((k, p) for k, p in module._parameters.items() if p is not None) \
+                if not module._modules else module.named_parameters()
+            for pname, p in items:
                 out[self._submodule_learnable_name(mname, pname)] = p
         return out
 
@@ -498,6 +503,26 @@ class Layer(torch.nn.Module):
                 value = as_tensor(draw(), f"layer {self.label}, Learnable '{key}'")
                 with torch.no_grad():
                     param.copy_(value.to(param.device, param.dtype).reshape(param.shape))
+
+    def fused_with(self, following: "Layer") -> "Layer | None":
+        """Optional: a layer that computes ``following(self(X))`` in one step,
+        or ``None`` (the default) when this layer does not fuse with
+        ``following``.
+
+        A network asks each layer about the layer after it when it is built
+        and, where the answer is a layer, runs that in place of the pair
+        whenever nothing needs the value between them: no hook on either
+        layer, both in the same mode (training or inference), neither set to
+        ``use_autograd``, and the caller not asking for every layer's output
+        (:meth:`Network.layer_outputs`, the training monitor); set
+        ``net.fuse_layers = False`` to run every layer on its own. The fused
+        layer must compute with this layer's and ``following``'s own
+        learnables and state (hold the two layers as submodules, as
+        :class:`~layerlab.layers.fused.BatchNormELU` does), so that
+        gradients, saving and the optimizer see only the original layers.
+        Batch normalization fuses with a following ELU or ReLU this way.
+        """
+        return None
 
     @property
     def has_backward(self) -> bool:

@@ -57,8 +57,12 @@ BUILTIN_CASES = {
     # a torch.nn module as a layer (the torch.nn classes are checked on their own below)
     "ModuleLayer": [((torch.nn.Linear(5, 3),), {}, (5,))],
     "Sigmoid": [((), {}, (5,))],
-    "Convolution2d": [((3, 4), {}, (2, 6, 6)), ((3, 2), dict(stride=2, padding=1), (2, 5, 5))],
-    "FullyConnected": [((5,), {}, (3, 4, 4)), ((4,), dict(drop_connect=0.5), (6,))],
+    # the last two: rows 8+ wide, the compiled few-channel kernel's inputs (in float32)
+    "Convolution2d": [((3, 4), {}, (2, 6, 6)), ((3, 2), dict(stride=2, padding=1), (2, 5, 5)),
+                      ((3, 4), {}, (2, 10, 12)), ((4, 3), dict(padding="same"), (1, 9, 10))],
+    # the last: 2048+ inputs to few outputs (the compiled dense kernel in float32)
+    "FullyConnected": [((5,), {}, (3, 4, 4)), ((4,), dict(drop_connect=0.5), (6,)),
+                       ((3,), {}, (3, 26, 27))],
     "Dropout": [((0.5,), {}, (3, 4, 4))],
     "SpatialDropout": [((0.5,), {}, (3, 4, 4))],
     "ImageInput": [(((3, 4, 4),), {}, (3, 4, 4)),

@@ -155,6 +155,18 @@ class BatchNormalization(_AffinePerChannel):
         return F.batch_norm(X, self.trained_mean, self.trained_variance, self.scale,
                             self.offset, False, 0.0, self.epsilon)
 
+    def fused_with(self, following):
+        """A following :class:`~layerlab.layers.activation.ELU` or
+        :class:`~layerlab.layers.activation.ReLU` (exactly those classes)
+        runs fused with this layer, as
+        :class:`~layerlab.layers.fused.BatchNormELU`, unless the
+        hand-written formula backward was asked for (``backward="formula"``)."""
+        from .activation import ELU, ReLU
+        from .fused import BatchNormELU
+        if self.backward_mode != "native" or type(following) not in (ELU, ReLU):
+            return None
+        return BatchNormELU(self, following)
+
     def _values_per_channel(self, X) -> int:
         m = X.numel() // X.shape[1]
         if m < 2:

@@ -91,6 +91,39 @@ class Network(torch.nn.Module):
             and self.output_layer.takes_logits_from(self.layers[-2]))
         self.sizes: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._infer_sizes()
+        #: run fused layer pairs (Layer.fused_with) where nothing needs the
+        #: value between them; False runs every layer on its own
+        self.fuse_layers = True
+        self._fused = self._find_fusions()
+
+    def _find_fusions(self) -> dict[int, Layer]:
+        """{i: the layer computing layers i and i + 1 together}, for each
+        layer whose output feeds only the next layer, which takes nothing
+        else, where the layer offers one (:meth:`Layer.fused_with`). The
+        fused layers are not submodules: they hold the network's own."""
+        consumers: dict[int, int] = {}
+        for srcs in self._plan:
+            for j, _ in srcs:
+                consumers[j] = consumers.get(j, 0) + 1
+        fused: dict[int, Layer] = {}
+        for i in range(len(self.layers) - 1):
+            a, b = self.layers[i], self.layers[i + 1]
+            if consumers.get(i) != 1 or self._plan[i + 1] != ((i, 0),) or a.num_outputs != 1:
+                continue
+            try:
+                f = a.fused_with(b)
+            except LayerlabError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - user code: add context
+                raise NetworkError(f"layer {a.label}: fused_with({b.label}) raised "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            if f is None:
+                continue
+            if not isinstance(f, Layer):
+                raise NetworkError(f"layer {a.label}: fused_with must return a Layer or "
+                                   f"None, got {type(f).__name__}")
+            fused[i] = f
+        return fused
 
     # -- construction ----------------------------------------------------
     def _infer_sizes(self) -> None:
@@ -170,16 +203,26 @@ class Network(torch.nn.Module):
             stop -= 1
         if until is not None:
             stop = until + 1
-        return self.layer_outputs(X, stop)[stop - 1]
+        return self._run(X, stop, fuse=True)[stop - 1]
 
     def layer_outputs(self, X: torch.Tensor, stop: int | None = None) -> list[Any]:
         """The outputs of layers ``0 .. stop - 1`` (default: all but the
         output layer), in training or inference according to
-        ``self.training``; a layer with several outputs gives a tuple."""
+        ``self.training``; a layer with several outputs gives a tuple.
+        Every layer runs on its own (no fused pairs), so every output is
+        there."""
         if stop is None:
             stop = len(self.layers) - (1 if self.output_layer is not None else 0)
+        return self._run(X, stop, fuse=False)
+
+    def _run(self, X: torch.Tensor, stop: int, fuse: bool) -> list[Any]:
+        """The outputs of layers ``0 .. stop - 1``; with ``fuse``, a fused
+        pair (see :meth:`_find_fusions`) leaves ``None`` for its first
+        layer's output."""
         values: list[Any] = [None] * stop
-        for i in range(stop):
+        fused = self._fused if fuse and self.fuse_layers else {}
+        i = 0
+        while i < stop:
             layer = self.layers[i]
             srcs = self._plan[i]
             if not srcs:
@@ -187,13 +230,20 @@ class Network(torch.nn.Module):
             else:
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
-            # through nn.Module.__call__ (hooks fire); each layer runs in its
-            # own mode, which net.train() / net.eval() set
-            z = values[i] = layer(*xs)
+            pair = fused.get(i)
+            if pair is not None and i + 1 < stop and _may_fuse(layer, self.layers[i + 1]):
+                i += 1
+                layer = self.layers[i]
+                z = values[i] = run_layer(pair, xs, training=layer.training)
+            else:
+                # through nn.Module.__call__ (hooks fire); each layer runs in
+                # its own mode, which net.train() / net.eval() set
+                z = values[i] = layer(*xs)
             # the full check (and its message) only when a dtype differs
             if isinstance(z, torch.Tensor) and isinstance(xs[0], torch.Tensor) \
                     and z.dtype != xs[0].dtype or isinstance(z, tuple):
                 check_output_dtype(layer, xs, z, "forward" if layer.training else "predict")
+            i += 1
         return values
 
     def loss(self, Y: torch.Tensor, T: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
@@ -251,6 +301,25 @@ class Network(torch.nn.Module):
                 f"{', '.join(str(s) for s in self.sizes.get(l.name, ()))}"
                 for i, l in enumerate(self.layers)]
         return "Network(\n" + "\n".join(rows) + "\n)"
+
+
+_hooks = torch.nn.modules.module
+
+
+def _has_hooks(layer: torch.nn.Module) -> bool:
+    return bool(layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks
+                or getattr(layer, "_backward_pre_hooks", None))
+
+
+def _may_fuse(a: Layer, b: Layer) -> bool:
+    """Whether a fused pair may run now: the same mode, neither layer asked
+    to use autograd, no hook (on either layer or on every module) that
+    would miss a call or the value between them."""
+    return (a.training == b.training and not a.use_autograd and not b.use_autograd
+            and not _has_hooks(a) and not _has_hooks(b)
+            and not (_hooks._global_forward_hooks or _hooks._global_forward_pre_hooks
+                     or _hooks._global_backward_hooks
+                     or getattr(_hooks, "_global_backward_pre_hooks", None)))
 
 
 def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:

@@ -30,6 +30,7 @@ from .checkpoint import checkpoint_state, read_checkpoint, restore_network, rest
     restore_rng
 from .clipping import clip_gradients
 from .history import History
+from .host_memory import keep_freed_memory
 from .listeners import (CheckpointListener, Listener, OutputFnListener, PlotListener, Step,
                         TableColumn, TableListener)
 from .nonfinite import first_nonfinite_layer
@@ -455,6 +456,8 @@ class TrainingRun:
         # DDP wraps the network for the training steps; `net` stays the plain one
         self.model = self.ctx.wrap(net) if self.ctx is not None else net
         net.train()
+        if self.device.type == "cpu":
+            keep_freed_memory()   # no page faults for each step's tensors
         self._start = time.perf_counter() - self.time_before
         if self._emit("on_start"):
             self.stop_reason = "output-fn"

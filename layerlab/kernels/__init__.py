@@ -1,0 +1,221 @@
+"""Compiled CPU kernels behind layerlab's fused layers.
+
+Eager PyTorch runs each op as its own pass over memory; a layer pair such as
+batch normalization followed by an ELU takes a dozen passes over its
+activation, where two suffice (bench/README.md). These kernels do the fused
+work in C (``batchnorm_elu.c``), built once per machine by
+:mod:`layerlab.kernels.build` and called with ctypes.
+
+Every function here has the same contract: it runs only on what
+:func:`usable` accepts (CPU, float32, contiguous, ordinary tensors outside
+autograd, ``torch.func`` and ``torch.compile``) and returns ``None`` when
+the kernel is not built here; the caller then computes with PyTorch ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from . import build
+
+__all__ = ["usable", "batchnorm_elu_forward", "batchnorm_elu_backward", "conv2d_forward",
+           "conv2d_weight_grad", "dense_forward", "dense_input_grad", "dense_weight_grad",
+           "status"]
+
+_P, _I, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+#: each library's functions: (argument types, result type)
+_SIGNATURES = {
+    "batchnorm_elu": {
+        "batchnorm_elu_forward_train": ([_P, _P, _I, _I, _I, _P, _P, _P, _I, _D, _D, _P, _P, _P,
+                                         _P, _INT], None),
+        "batchnorm_elu_forward_eval": ([_P, _P, _I, _I, _I, _P, _P, _P, _I, _D, _P, _P, _INT],
+                                       None),
+        "batchnorm_elu_backward": ([_P, _P, _P, _I, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P,
+                                    _INT], None),
+    },
+    "conv2d_few_channels": {
+        "conv2d_forward": ([_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _INT], None),
+        "conv2d_weight_grad": ([_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _INT], _INT),
+    },
+    "dense_skinny": {
+        "dense_forward": ([_P, _P, _P, _P, _I, _I, _I, _INT], None),
+        "dense_input_grad": ([_P, _P, _P, _I, _I, _I, _INT], None),
+        "dense_weight_grad": ([_P, _P, _P, _I, _I, _I, _INT], None),
+    },
+}
+_libs: dict[str, ctypes.CDLL | None] = {}
+
+
+def _library(name: str = "batchnorm_elu") -> ctypes.CDLL | None:
+    if name not in _libs:
+        lib = build.load(name)
+        if lib is not None:
+            for fname, (argtypes, restype) in _SIGNATURES[name].items():
+                fn = getattr(lib, fname)
+                fn.argtypes, fn.restype = argtypes, restype
+        _libs[name] = lib
+    return _libs[name]
+
+
+def status() -> dict[str, str]:
+    """Each compiled kernel library: in use here, or why not."""
+    return {name: build.status(name) for name in _SIGNATURES}
+
+
+def usable(*tensors: torch.Tensor, library: str = "batchnorm_elu") -> bool:
+    """Whether the compiled kernels may compute on ``tensors``: ordinary
+    contiguous float32 CPU tensors that autograd is not recording, outside
+    ``torch.compile``, ``torch.func`` transforms and tracing (ONNX export),
+    with ``library`` built."""
+    lib = _libs.get(library, False)
+    # a tracer (torch.jit.trace, the ONNX exporter) would record the C
+    # call's result as a constant
+    if lib is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        # the exact classes: a tensor subclass (FakeTensor, a functorch
+        # wrapper, a user's) has no plain memory to hand to C
+        if (type(t) is not torch.Tensor and type(t) is not _PARAMETER) \
+                or t.dtype is not _FLOAT32 or not t.is_cpu or not t.is_contiguous() \
+                or (grad and t.requires_grad) or _is_wrapped(t):
+            return False
+    return lib is not False or _library(library) is not None
+
+
+_PARAMETER, _FLOAT32 = torch.nn.Parameter, torch.float32
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def _ncs(X: torch.Tensor) -> tuple[int, int, int]:
+    n, c = X.shape[0], X.shape[1]
+    return n, c, (X.numel() // (n * c)) if n * c else 0
+
+
+def batchnorm_elu_forward(X, gamma, beta, alpha, epsilon, momentum=None,
+                          running_mean=None, running_var=None, batch_statistics=True):
+    """``ELU(batch_norm(X))`` for ``X`` ``(N, C, *)``: with the batch's
+    statistics (training; the running statistics are moved towards them with
+    ``momentum`` when given) or with the running ones. ``alpha`` has 1 or C
+    values (0: a ReLU). Returns ``(Z, mean, invstd)`` (``mean``, ``invstd``:
+    ``(C,)``, the batch's; ``None`` at inference), or ``None`` when the
+    kernel cannot run on these tensors."""
+    lib = _library()
+    if lib is None:
+        return None
+    n, c, s = _ncs(X)
+    Z = torch.empty_like(X)
+    threads = torch.get_num_threads()
+    astride = 1 if alpha.numel() == c else 0
+    if not batch_statistics:
+        lib.batchnorm_elu_forward_eval(X.data_ptr(), Z.data_ptr(), n, c, s, gamma.data_ptr(),
+                                       beta.data_ptr(), alpha.data_ptr(), astride, epsilon,
+                                       running_mean.data_ptr(), running_var.data_ptr(), threads)
+        return Z, None, None
+    mean, invstd = torch.empty(c), torch.empty(c)
+    update = momentum is not None and running_mean is not None
+    lib.batchnorm_elu_forward_train(
+        X.data_ptr(), Z.data_ptr(), n, c, s, gamma.data_ptr(), beta.data_ptr(),
+        alpha.data_ptr(), astride, epsilon, momentum if update else 0.0, mean.data_ptr(),
+        invstd.data_ptr(), running_mean.data_ptr() if update else None,
+        running_var.data_ptr() if update else None, threads)
+    return Z, mean, invstd
+
+
+def batchnorm_elu_backward(X, dLdZ, gamma, beta, alpha, mean, invstd, need_x=True):
+    """The derivatives of :func:`batchnorm_elu_forward` (training) from its
+    input, the output's derivative and the batch's ``mean`` and ``invstd``:
+    ``(dL/dX or None, dL/dgamma, dL/dbeta, dL/dalpha)``, the last ``(C,)``
+    (summed by the caller when one alpha is shared). ``dLdZ`` must be a
+    contiguous float32 tensor too."""
+    lib = _library()
+    if lib is None:
+        return None
+    n, c, s = _ncs(X)
+    dX = torch.empty_like(X) if need_x else None
+    dgamma, dbeta, dalpha = torch.empty(c), torch.empty(c), torch.empty(c)
+    lib.batchnorm_elu_backward(
+        X.data_ptr(), dLdZ.data_ptr(), dX.data_ptr() if dX is not None else None, n, c, s,
+        gamma.data_ptr(), beta.data_ptr(), alpha.data_ptr(), 1 if alpha.numel() == c else 0,
+        mean.data_ptr(), invstd.data_ptr(), dgamma.data_ptr(), dbeta.data_ptr(),
+        dalpha.data_ptr(), torch.get_num_threads())
+    return dX, dgamma, dbeta, dalpha
+
+
+#: the largest filter width the weight gradient kernel takes
+CONV_MAX_FILTER_WIDTH = 7
+
+
+def conv2d_forward(X, weights, bias):
+    """``conv2d(X, weights, bias)`` at stride 1 without padding (pad X
+    first), ``X`` ``(N, C, H, W)``: ``(N, F, H - KH + 1, W - KW + 1)``, or
+    ``None`` when the kernel is not built."""
+    lib = _library("conv2d_few_channels")
+    if lib is None:
+        return None
+    n, c, h, w = X.shape
+    f, _, kh, kw = weights.shape
+    Z = X.new_empty((n, f, h - kh + 1, w - kw + 1))
+    lib.conv2d_forward(X.data_ptr(), weights.data_ptr(),
+                       bias.data_ptr() if bias is not None else None, Z.data_ptr(),
+                       n, c, h, w, f, kh, kw, torch.get_num_threads())
+    return Z
+
+
+def conv2d_weight_grad(X, dLdZ, weights_shape):
+    """The derivatives of :func:`conv2d_forward` with respect to the weights
+    and the bias, ``(dL/dW, dL/db)``, or ``None`` when the kernel is not
+    built (or could not allocate its sums). Filters up to
+    :data:`CONV_MAX_FILTER_WIDTH` wide."""
+    lib = _library("conv2d_few_channels")
+    if lib is None:
+        return None
+    n, c, h, w = X.shape
+    f, _, kh, kw = weights_shape
+    dW, db = X.new_empty(weights_shape), X.new_empty(f)
+    failed = lib.conv2d_weight_grad(X.data_ptr(), dLdZ.data_ptr(), dW.data_ptr(), db.data_ptr(),
+                                    n, c, h, w, f, kh, kw, torch.get_num_threads())
+    return None if failed else (dW, db)
+
+
+#: the most outputs the fully connected kernels take
+DENSE_MAX_OUTPUTS = 16
+
+
+def dense_forward(X, W, b):
+    """``X W^T + b`` for ``X`` ``(N, D)``, ``W`` ``(K, D)``, ``K <=``
+    :data:`DENSE_MAX_OUTPUTS`; ``None`` when the kernel is not built."""
+    lib = _library("dense_skinny")
+    if lib is None:
+        return None
+    (n, d), k = X.shape, W.shape[0]
+    Z = X.new_empty((n, k))
+    lib.dense_forward(X.data_ptr(), W.data_ptr(), b.data_ptr() if b is not None else None,
+                      Z.data_ptr(), n, d, k, torch.get_num_threads())
+    return Z
+
+
+def dense_input_grad(G, W):
+    """``G W`` (dL/dX of :func:`dense_forward`), ``G`` ``(N, K)``."""
+    lib = _library("dense_skinny")
+    if lib is None:
+        return None
+    (n, k), d = G.shape, W.shape[1]
+    dX = G.new_empty((n, d))
+    lib.dense_input_grad(G.data_ptr(), W.data_ptr(), dX.data_ptr(), n, d, k,
+                         torch.get_num_threads())
+    return dX
+
+
+def dense_weight_grad(G, X):
+    """``G^T X`` (dL/dW of :func:`dense_forward`)."""
+    lib = _library("dense_skinny")
+    if lib is None:
+        return None
+    (n, k), d = G.shape, X.shape[1]
+    dW = X.new_empty((k, d))
+    lib.dense_weight_grad(G.data_ptr(), X.data_ptr(), dW.data_ptr(), n, d, k,
+                          torch.get_num_threads())
+    return dW

@@ -1,0 +1,215 @@
+"""Fused layer pairs (issue 16): Layer.fused_with, BatchNormELU, and when a
+network runs a fused pair. The reference is always the two layers run on
+their own (each with its own derivative)."""
+
+import copy
+
+import pytest
+import torch
+
+import layerlab as ll
+from layerlab import kernels
+from layerlab.checking import check_layer
+from layerlab.layers.fused import BatchNormELU
+from layerlab.network.network import Network
+
+
+def _seed_net(**kw):
+    from layerlab.demo import seed_layers
+    torch.manual_seed(0)
+    return Network(seed_layers(**kw))
+
+
+def _step(net, X, T):
+    """Output, every parameter's gradient and the state after one training step."""
+    net.train()
+    net.zero_grad()
+    Y = net(X, logits=True)
+    torch.nn.functional.cross_entropy(Y, T).backward()
+    return (Y.detach(), {k: None if p.grad is None else p.grad.clone()
+                         for k, p in net.named_parameters()},
+            {k: b.clone() for k, b in net.named_buffers()})
+
+
+def _assert_same_step(a, b):
+    (Ya, ga, sa), (Yb, gb, sb) = a, b
+    torch.testing.assert_close(Ya, Yb, rtol=1e-4, atol=1e-5)
+    assert ga.keys() == gb.keys() and sa.keys() == sb.keys()
+    for k in ga:
+        assert (ga[k] is None) == (gb[k] is None), k
+        if ga[k] is None:
+            continue
+        # the convolution's bias before batch normalization has a zero
+        # derivative in exact arithmetic: compare it absolutely
+        torch.testing.assert_close(ga[k], gb[k], rtol=1e-3, atol=1e-6)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def no_kernels(monkeypatch):
+    monkeypatch.setattr(kernels, "_libs", {name: None for name in kernels._SIGNATURES})
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch-ops"])
+def test_fused_seed_network_matches_its_layers_run_alone(kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
+    net = _seed_net()
+    assert list(net._fused) == [2]                     # batch norm + ELU
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    X, T = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    net.eval()
+    alone.eval()
+    torch.testing.assert_close(net(X), alone(X), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_deep_mlp_with_frozen_shared_alpha_matches():
+    from layerlab.experiments.deep_mlp_batchnorm import deep_mlp
+    torch.manual_seed(0)
+    net = Network(deep_mlp("ELU", batch_norm=True, depth=3))
+    assert len(net._fused) >= 3
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    X, T = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+
+
+def test_relu_after_batch_norm_fuses_too():
+    layers = [ll.ImageInput((2, 6, 6), normalization="none"), ll.BatchNormalization(),
+              ll.ReLU(), ll.FullyConnected(3), ll.Softmax(), ll.Classification()]
+    net = Network(layers)
+    assert isinstance(net._fused[1], BatchNormELU)
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    X, T = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+
+
+def test_no_fusion_where_the_middle_value_is_needed():
+    net = _seed_net()
+    elu = net.layers[3]
+    seen = []
+    handle = elu.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))
+    net.train()
+    net(torch.randn(4, 1, 28, 28))
+    assert seen == [(4, 20, 24, 24)]                    # the ELU ran on its own
+    handle.remove()
+    # every layer's output asked for: all there
+    outs = net.layer_outputs(torch.randn(4, 1, 28, 28))
+    assert all(o is not None for o in outs)
+    # a layer asked to use autograd, or layers in different modes, run alone
+    calls = []
+    bn = net.layers[2]
+    orig = BatchNormELU.training_forward
+    BatchNormELU.training_forward = lambda self, X: calls.append(1) or orig(self, X)
+    try:
+        net(torch.randn(4, 1, 28, 28))
+        assert calls == [1]
+        elu.use_autograd = True
+        net(torch.randn(4, 1, 28, 28))
+        assert calls == [1]
+        elu.use_autograd = False
+        bn.eval()
+        net(torch.randn(4, 1, 28, 28))
+        assert calls == [1]
+        bn.train()
+        net.fuse_layers = False
+        net(torch.randn(4, 1, 28, 28))
+        assert calls == [1]
+    finally:
+        BatchNormELU.training_forward = orig
+
+
+def test_what_does_not_fuse():
+    class MyELU(ll.ELU):
+        pass
+    assert ll.BatchNormalization().fused_with(MyELU(3)) is None       # a user's subclass
+    assert ll.BatchNormalization(backward="formula").fused_with(ll.ELU(3)) is None
+    assert ll.BatchNormalization().fused_with(ll.LeakyReLU()) is None
+    assert ll.ELU().fused_with(ll.BatchNormalization()) is None       # the default: none
+    # batch norm's output feeds two layers: not fused
+    g = ll.LayerGraph([ll.ImageInput((2, 5, 5), normalization="none", name="in"),
+                       ll.BatchNormalization(name="bn"), ll.ELU(name="elu"),
+                       ll.Addition(2, name="add"), ll.FullyConnected(3, name="fc")])
+    g.connect("bn", "add/in2")
+    assert Network(g)._fused == {}
+
+
+def test_a_users_layer_can_offer_a_fused_layer():
+    class Double(ll.Layer):
+        def predict(self, X):
+            return 2 * X
+
+        def fused_with(self, following):
+            return Quadruple(self) if isinstance(following, Double) else None
+
+    class Quadruple(ll.Layer):
+        def __init__(self, part):
+            super().__init__()
+            self.part = part
+
+        def predict(self, X):
+            return 4 * X
+
+    net = Network([ll.FeatureInput(3, normalization="none"), Double(), Double()])
+    assert isinstance(net._fused[1], Quadruple)
+    X = torch.randn(2, 3)
+    torch.testing.assert_close(net(X), 4 * X)
+
+    class Bad(Double):
+        def fused_with(self, following):
+            return 42
+    with pytest.raises(ll.errors.NetworkError, match="fused_with must return a Layer"):
+        Network([ll.FeatureInput(3, normalization="none"), Bad(), Double()])
+
+
+def test_fused_layer_is_not_saved_and_not_a_submodule(tmp_path):
+    net = _seed_net()
+    names = [k for k, _ in net.named_parameters()]
+    assert not any("batchnorm." in k or "activation." in k for k in names)
+    assert len(list(net.parameters())) == len(names)
+    path = tmp_path / "net.safetensors"
+    ll.save(net, str(path))
+    loaded = ll.load(str(path))
+    assert [type(l).__name__ for l in loaded.layers] == [type(l).__name__ for l in net.layers]
+
+
+@pytest.mark.parametrize("activation,size", [(lambda: ll.ELU(3), (3, 4, 4)),
+                                             (lambda: ll.ELU(), (5,)),
+                                             (lambda: ll.ReLU(), (3, 4, 4))])
+def test_batchnorm_elu_passes_check_layer(activation, size):
+    layer = BatchNormELU(ll.BatchNormalization(), activation())
+    report = check_layer(layer, size, verbose=False,
+                         skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+    assert report["gradients"].passed and report["second_derivatives"].passed, report.text
+
+
+def test_batchnorm_elu_passes_check_layer_without_kernels(no_kernels):
+    report = check_layer(BatchNormELU(ll.BatchNormalization(), ll.ELU(3)), (3, 4, 4),
+                         verbose=False, skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+
+
+def test_batchnorm_elu_names_both_layers_in_errors():
+    layer = BatchNormELU(ll.BatchNormalization(num_channels=3, name="bn"), ll.ELU(4, name="e"))
+    with pytest.raises(ll.errors.LayerError, match="'e' .*ELU"):
+        layer._alpha(torch.randn(2, 3, 4, 4))
+    assert "'bn'" in layer.label and "'e'" in layer.label
+    with pytest.raises(ll.errors.LayerError, match="expected a BatchNormalization"):
+        BatchNormELU(ll.ELU(3), ll.ELU(3))
+
+
+def test_fused_network_compiles_and_vmaps():
+    """The PyTorch-op path under torch.compile and torch.func."""
+    net = _seed_net()
+    net.eval()
+    X = torch.randn(4, 1, 28, 28)
+    ref = net(X)
+    compiled = torch.compile(net, backend="aot_eager")
+    torch.testing.assert_close(compiled(X), ref, rtol=1e-4, atol=1e-5)
+    per_obs = torch.func.vmap(lambda x: net(x.unsqueeze(0)).squeeze(0))(X)
+    torch.testing.assert_close(per_obs, ref, rtol=1e-4, atol=1e-5)
