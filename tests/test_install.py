@@ -133,3 +133,19 @@ def test_demo_runs_one_epoch_and_leaves_the_current_folder_alone(tmp_path):
     net = ll.load(out / "seed_network.safetensors")
     X, Y, _ = ll.datasets.digits_test()
     assert abs(float((ll.classify(net, X[:500]) == Y[:500]).mean()) - float(accuracy)) < 0.1
+
+
+def test_the_wheel_carries_the_kernels_c_sources(tmp_path):
+    """The compiled kernels are built from their C sources on the user's
+    machine: an installed (non-editable) layerlab must have them."""
+    import zipfile
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                          "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if out.returncode != 0 and "No module named" in out.stderr:
+        pytest.skip(f"cannot build a wheel here: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("layerlab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {f"layerlab/kernels/{p.name}" for p in (ROOT / "layerlab" / "kernels").glob("*.c")}
+    assert sources and sources <= names
