@@ -253,28 +253,14 @@ void batchnorm_elu_backward(const float *X, const float *dZ, float *dX, int64_t 
             const float *x = X + (n * C + c) * S;
             const float *dz = dZ + (n * C + c) * S;
             float s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-            if (dX) {      /* dL/dy kept in dX, finished below */
-                float *dy_out = dX + (n * C + c) * S;
 #pragma omp simd reduction(+ : s1, s2, s3)
-                for (int64_t s = 0; s < S; s++) {
-                    float y = a * x[s] + b;
-                    float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
-                    float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
-                    dy_out[s] = dy;
-                    s1 += dy;
-                    s2 += dy * (x[s] - mu);
-                    s3 += y > 0.0f ? 0.0f : dz[s] * (e - 1.0f);
-                }
-            } else {
-#pragma omp simd reduction(+ : s1, s2, s3)
-                for (int64_t s = 0; s < S; s++) {
-                    float y = a * x[s] + b;
-                    float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
-                    float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
-                    s1 += dy;
-                    s2 += dy * (x[s] - mu);
-                    s3 += y > 0.0f ? 0.0f : dz[s] * (e - 1.0f);
-                }
+            for (int64_t s = 0; s < S; s++) {
+                float y = a * x[s] + b;
+                float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
+                float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
+                s1 += dy;
+                s2 += dy * (x[s] - mu);
+                s3 += y > 0.0f ? 0.0f : dz[s] * (e - 1.0f);
             }
             sum_dy += s1;
             sum_dy_xhat += s2;
@@ -285,18 +271,24 @@ void batchnorm_elu_backward(const float *X, const float *dZ, float *dX, int64_t 
         dgamma[c] = (float)sum_dy_xhat;
         dalpha[c] = (float)sum_dalpha;
         if (dX) {
-            /* dX = k (dy - sum_dy / m - xhat sum_dy_xhat / m)
-             *    = k dy + k2 x + k3,  k2 = -k istd sum_dy_xhat / m */
+            /* dX = k (dy - sum_dy / m - xhat sum_dy_xhat / m) = k dy + k2 x + k3,
+             * k2 = -k istd sum_dy_xhat / m, with dy computed again from X and
+             * dL/dZ (an exp is cheaper than writing dy out and reading it back) */
             const double k = (double)g * istd;
             const double k2 = -k * istd * sum_dy_xhat / m;
             const float kf = (float)k, k2f = (float)k2;
             const float k3f = (float)(-k * sum_dy / m - k2 * mu);
             for (int64_t n = 0; n < N; n++) {
                 const float *x = X + (n * C + c) * S;
+                const float *dz = dZ + (n * C + c) * S;
                 float *dx = dX + (n * C + c) * S;
 #pragma omp simd
-                for (int64_t s = 0; s < S; s++)
-                    dx[s] = kf * dx[s] + k2f * x[s] + k3f;
+                for (int64_t s = 0; s < S; s++) {
+                    float y = a * x[s] + b;
+                    float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
+                    float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
+                    dx[s] = kf * dy + k2f * x[s] + k3f;
+                }
             }
         }
     }
