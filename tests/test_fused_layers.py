@@ -10,7 +10,7 @@ import torch
 import layerlab as ll
 from layerlab import kernels
 from layerlab.checking import check_layer
-from layerlab.layers.fused import BatchNormELU
+from layerlab.layers.fused import BatchNormELU, ConvBatchNormELU
 from layerlab.network.network import Network
 
 
@@ -56,7 +56,9 @@ def test_fused_seed_network_matches_its_layers_run_alone(kernel, monkeypatch):
     if not kernel:
         monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
     net = _seed_net()
-    assert list(net._fused) == [2]                     # batch norm + ELU
+    (end, fused), = net._fused.values()
+    assert list(net._fused) == [1] and end == 3        # convolution + batch norm + ELU
+    assert isinstance(fused, ConvBatchNormELU)
     alone = copy.deepcopy(net)
     alone.fuse_layers = False
     X, T = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
@@ -81,7 +83,7 @@ def test_relu_after_batch_norm_fuses_too():
     layers = [ll.ImageInput((2, 6, 6), normalization="none"), ll.BatchNormalization(),
               ll.ReLU(), ll.FullyConnected(3), ll.Softmax(), ll.Classification()]
     net = Network(layers)
-    assert isinstance(net._fused[1], BatchNormELU)
+    assert isinstance(net._fused[1][1], BatchNormELU)
     alone = copy.deepcopy(net)
     alone.fuse_layers = False
     X, T = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
@@ -103,8 +105,8 @@ def test_no_fusion_where_the_middle_value_is_needed():
     # a layer asked to use autograd, or layers in different modes, run alone
     calls = []
     bn = net.layers[2]
-    orig = BatchNormELU.training_forward
-    BatchNormELU.training_forward = lambda self, X: calls.append(1) or orig(self, X)
+    orig = ConvBatchNormELU.training_forward
+    ConvBatchNormELU.training_forward = lambda self, X: calls.append(1) or orig(self, X)
     try:
         net(torch.randn(4, 1, 28, 28))
         assert calls == [1]
@@ -120,7 +122,7 @@ def test_no_fusion_where_the_middle_value_is_needed():
         net(torch.randn(4, 1, 28, 28))
         assert calls == [1]
     finally:
-        BatchNormELU.training_forward = orig
+        ConvBatchNormELU.training_forward = orig
 
 
 def test_what_does_not_fuse():
@@ -155,7 +157,7 @@ def test_a_users_layer_can_offer_a_fused_layer():
             return 4 * X
 
     net = Network([ll.FeatureInput(3, normalization="none"), Double(), Double()])
-    assert isinstance(net._fused[1], Quadruple)
+    assert isinstance(net._fused[1][1], Quadruple)
     X = torch.randn(2, 3)
     torch.testing.assert_close(net(X), 4 * X)
 
@@ -213,3 +215,38 @@ def test_fused_network_compiles_and_vmaps():
     torch.testing.assert_close(compiled(X), ref, rtol=1e-4, atol=1e-5)
     per_obs = torch.func.vmap(lambda x: net(x.unsqueeze(0)).squeeze(0))(X)
     torch.testing.assert_close(per_obs, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_fuses_with_the_fused_pair_only_where_its_kernel_applies():
+    bn_elu = BatchNormELU(ll.BatchNormalization(), ll.ELU(4))
+    assert isinstance(ll.Convolution2d(3, 4, num_channels=2).fused_with(bn_elu), ConvBatchNormELU)
+    assert ll.Convolution2d(3, 4, num_channels=8).fused_with(bn_elu) is None   # many channels
+    assert ll.Convolution2d(3, 4, stride=2, num_channels=2).fused_with(bn_elu) is None
+    assert ll.Convolution2d(3, 4, num_channels=2).fused_with(ll.BatchNormalization()) is None
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch-ops"])
+@pytest.mark.parametrize("padding,shared", [(0, False), ("same", True), (1, False)])
+def test_conv_batchnorm_elu_matches_its_parts(kernel, padding, shared, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
+    torch.manual_seed(0)
+    layers = [ll.ImageInput((2, 12, 13), normalization="none"),
+              ll.Convolution2d((4, 3), 5, padding=padding), ll.BatchNormalization(),
+              ll.ELU() if shared else ll.ELU(5), ll.FullyConnected(3), ll.Softmax(),
+              ll.Classification()]
+    net = Network(layers)
+    assert isinstance(net._fused[1][1], ConvBatchNormELU)
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    X, T = torch.randn(9, 2, 12, 13), torch.randint(0, 3, (9,))
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+
+
+def test_conv_batchnorm_elu_passes_check_layer():
+    layer = ConvBatchNormELU(ll.Convolution2d(3, 4, num_channels=2),
+                             BatchNormELU(ll.BatchNormalization(), ll.ELU(4)))
+    report = check_layer(layer, (2, 6, 10), verbose=False,
+                         skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+    assert report["gradients"].passed and report["second_derivatives"].passed, report.text

@@ -65,6 +65,17 @@ def test_batchnorm_elu_kernel_matches_pytorch(shape, shared):
     assert _rel(dX, dXr) < 1e-4
     assert _rel(dgamma, dgr) < 1e-4 and _rel(dbeta, dbr) < 1e-4
     assert _rel(dalpha.sum() if shared else dalpha, dar) < 1e-4
+    # the derivative taken from the output Z (alpha > 0; here also alpha 0
+    # and < 0 in some channels, which compute e^y again)
+    if not shared and C >= 3:
+        alpha[0], alpha[1] = 0.0, -0.3
+        Z, mean, invstd = kernels.batchnorm_elu_forward(X, gamma, beta, alpha, 1e-5)
+        Zr, dXr, dgr, dbr, dar = _bn_elu_reference(X, gamma, beta, alpha, dZ)
+        for z in (None, Z):
+            dX, dgamma, dbeta, dalpha = kernels.batchnorm_elu_backward(
+                X, dZ, gamma, beta, alpha, mean, invstd, Z=z)
+            assert _rel(dX, dXr) < 1e-4 and _rel(dalpha, dar) < 1e-4
+            assert _rel(dgamma, dgr) < 1e-4 and _rel(dbeta, dbr) < 1e-4
     # the running statistics move as torch.batch_norm moves them
     rm2, rv2 = rm0.clone(), rv0.clone()
     F.batch_norm(X, rm2, rv2, None, None, True, 0.1, 1e-5)

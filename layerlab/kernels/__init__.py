@@ -21,7 +21,8 @@ import torch
 from . import build
 
 __all__ = ["usable", "batchnorm_elu_forward", "batchnorm_elu_backward", "conv2d_forward",
-           "conv2d_weight_grad", "dense_forward", "dense_input_grad", "dense_weight_grad",
+           "conv2d_weight_grad", "conv_batchnorm_elu_forward", "conv_batchnorm_elu_backward",
+           "dense_forward", "dense_input_grad", "dense_weight_grad",
            "status"]
 
 _P, _I, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
@@ -32,12 +33,19 @@ _SIGNATURES = {
                                          _P, _INT], None),
         "batchnorm_elu_forward_eval": ([_P, _P, _I, _I, _I, _P, _P, _P, _I, _D, _P, _P, _INT],
                                        None),
-        "batchnorm_elu_backward": ([_P, _P, _P, _I, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P,
-                                    _INT], None),
+        "batchnorm_elu_backward": ([_P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P,
+                                    _P, _INT], _INT),
     },
     "conv2d_few_channels": {
         "conv2d_forward": ([_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _INT], None),
         "conv2d_weight_grad": ([_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _INT], _INT),
+    },
+    "conv_batchnorm_elu": {
+        "conv_batchnorm_elu_forward_train": ([_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I,
+                                              _P, _P, _P, _I, _D, _D, _P, _P, _P, _P, _INT],
+                                             _INT),
+        "conv_batchnorm_elu_backward": ([_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _P,
+                                         _P, _P, _I, _P, _P, _P, _P, _P, _INT], _INT),
     },
     "dense_skinny": {
         "dense_forward": ([_P, _P, _P, _P, _I, _I, _I, _INT], None),
@@ -124,23 +132,28 @@ def batchnorm_elu_forward(X, gamma, beta, alpha, epsilon, momentum=None,
     return Z, mean, invstd
 
 
-def batchnorm_elu_backward(X, dLdZ, gamma, beta, alpha, mean, invstd, need_x=True):
+def batchnorm_elu_backward(X, dLdZ, gamma, beta, alpha, mean, invstd, need_x=True, Z=None):
     """The derivatives of :func:`batchnorm_elu_forward` (training) from its
     input, the output's derivative and the batch's ``mean`` and ``invstd``:
     ``(dL/dX or None, dL/dgamma, dL/dbeta, dL/dalpha)``, the last ``(C,)``
     (summed by the caller when one alpha is shared). ``dLdZ`` must be a
-    contiguous float32 tensor too."""
+    contiguous float32 tensor too. With the forward's output ``Z`` (same
+    layout), channels with alpha > 0 take the ELU's derivative from it
+    instead of computing the exponential again."""
     lib = _library()
     if lib is None:
         return None
     n, c, s = _ncs(X)
     dX = torch.empty_like(X) if need_x else None
     dgamma, dbeta, dalpha = torch.empty(c), torch.empty(c), torch.empty(c)
-    lib.batchnorm_elu_backward(
-        X.data_ptr(), dLdZ.data_ptr(), dX.data_ptr() if dX is not None else None, n, c, s,
+    failed = lib.batchnorm_elu_backward(
+        X.data_ptr(), Z.data_ptr() if Z is not None else None, dLdZ.data_ptr(),
+        dX.data_ptr() if dX is not None else None, n, c, s,
         gamma.data_ptr(), beta.data_ptr(), alpha.data_ptr(), 1 if alpha.numel() == c else 0,
         mean.data_ptr(), invstd.data_ptr(), dgamma.data_ptr(), dbeta.data_ptr(),
         dalpha.data_ptr(), torch.get_num_threads())
+    if failed:
+        return None
     return dX, dgamma, dbeta, dalpha
 
 
@@ -219,3 +232,44 @@ def dense_weight_grad(G, X):
     lib.dense_weight_grad(G.data_ptr(), X.data_ptr(), dW.data_ptr(), n, d, k,
                           torch.get_num_threads())
     return dW
+
+
+def conv_batchnorm_elu_forward(X, weights, bias, gamma, beta, alpha, epsilon, momentum,
+                               running_mean, running_var):
+    """Training forward of convolution (stride 1, ``X`` padded already),
+    batch normalization and ELU as one: ``(Z, A, mean, invstd)`` with ``A``
+    the convolution's output, or ``None`` when the kernel is not built."""
+    lib = _library("conv_batchnorm_elu")
+    if lib is None:
+        return None
+    n, c, h, w = X.shape
+    f, _, kh, kw = weights.shape
+    A = X.new_empty((n, f, h - kh + 1, w - kw + 1))
+    Z = torch.empty_like(A)
+    mean, invstd = X.new_empty(f), X.new_empty(f)
+    failed = lib.conv_batchnorm_elu_forward_train(
+        X.data_ptr(), weights.data_ptr(), bias.data_ptr() if bias is not None else None,
+        A.data_ptr(), Z.data_ptr(), n, c, h, w, f, kh, kw, gamma.data_ptr(), beta.data_ptr(),
+        alpha.data_ptr(), 1 if alpha.numel() == f else 0, epsilon, momentum, mean.data_ptr(),
+        invstd.data_ptr(), running_mean.data_ptr(), running_var.data_ptr(),
+        torch.get_num_threads())
+    return None if failed else (Z, A, mean, invstd)
+
+
+def conv_batchnorm_elu_backward(X, A, Z, dLdZ, weights_shape, gamma, beta, alpha, mean, invstd):
+    """The learnables' derivatives of :func:`conv_batchnorm_elu_forward`:
+    ``(dL/dW, dL/db, dL/dgamma, dL/dbeta, dL/dalpha)`` (the last per
+    channel), or ``None``. ``Z`` may be ``None``."""
+    lib = _library("conv_batchnorm_elu")
+    if lib is None:
+        return None
+    n, c, h, w = X.shape
+    f, _, kh, kw = weights_shape
+    dW, db = X.new_empty(weights_shape), X.new_empty(f)
+    dgamma, dbeta, dalpha = X.new_empty(f), X.new_empty(f), X.new_empty(f)
+    failed = lib.conv_batchnorm_elu_backward(
+        X.data_ptr(), A.data_ptr(), Z.data_ptr() if Z is not None else None, dLdZ.data_ptr(),
+        dW.data_ptr(), db.data_ptr(), n, c, h, w, f, kh, kw, gamma.data_ptr(), beta.data_ptr(),
+        alpha.data_ptr(), 1 if alpha.numel() == f else 0, mean.data_ptr(), invstd.data_ptr(),
+        dgamma.data_ptr(), dbeta.data_ptr(), dalpha.data_ptr(), torch.get_num_threads())
+    return None if failed else (dW, db, dgamma, dbeta, dalpha)

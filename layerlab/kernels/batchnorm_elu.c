@@ -229,30 +229,33 @@ void batchnorm_elu_forward_eval(const float *X, float *Z, int64_t N, int64_t C, 
     }
 }
 
-/* Backward. With y = gamma xhat + beta, xhat = (x - mean) invstd:
- *   dL/dy     = dL/dZ (1 where y > 0, else alpha e^y)
- *   dL/dalpha = sum dL/dZ (e^min(y, 0) - 1)
- *   dL/dbeta  = sum dL/dy,   dL/dgamma = sum dL/dy xhat
- *   dL/dX     = gamma invstd (dL/dy - dL/dbeta / m - xhat dL/dgamma / m)
- * dX may be NULL (not needed); it may not alias dZ. Sums are per channel. */
-void batchnorm_elu_backward(const float *X, const float *dZ, float *dX, int64_t N, int64_t C,
-                            int64_t S, const float *gamma, const float *beta,
-                            const float *alpha, int64_t alpha_stride, const float *mean,
-                            const float *invstd, float *dgamma, float *dbeta, float *dalpha,
-                            int nthreads) {
-    if (S == 1 && features_backward(X, dZ, dX, N, C, gamma, beta, alpha, alpha_stride, mean,
-                                    invstd, dgamma, dbeta, dalpha) == 0)
-        return;
-    const double m = (double)(N * S);
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (N * C * S >= PARALLEL_MIN)
-    for (int64_t c = 0; c < C; c++) {
-        const float istd = invstd[c], mu = mean[c], g = gamma[c], al = alpha[c * alpha_stride];
-        const float a = g * istd, b = beta[c] - a * mu;
-        double sum_dy = 0.0, sum_dy_xhat = 0.0, sum_dalpha = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            const float *x = X + (n * C + c) * S;
-            const float *dz = dZ + (n * C + c) * S;
-            float s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+/* Backward, pass 1 for channel c: the sums of dL/dy, dL/dy (x - mean) and
+ * the ELU's dL/dalpha, with a = gamma invstd and b = beta - a mean.
+ * Given the forward's output Z and alpha > 0, the ELU's derivative comes
+ * from it: Z > 0 exactly where y > 0 (the forward's own branch), alpha e^y =
+ * Z + alpha where y <= 0 (as PyTorch's elu_backward computes it from the
+ * result) and e^y - 1 = Z / alpha, so no exponential is computed again;
+ * otherwise y and e^y are recomputed from X. */
+static void channel_backward_sums(const float *X, const float *Z, const float *dZ, int64_t N,
+                                  int64_t C, int64_t S, int64_t c, float a, float b, float mu,
+                                  float al, double *sum_dy, double *sum_dy_xc,
+                                  double *sum_dalpha) {
+    const int from_z = Z && al > 0.0f;
+    double t1 = 0.0, t2 = 0.0, t3 = 0.0;
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t o = (n * C + c) * S;
+        const float *x = X + o, *dz = dZ + o, *z = from_z ? Z + o : NULL;
+        float s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        if (from_z) {
+#pragma omp simd reduction(+ : s1, s2, s3)
+            for (int64_t s = 0; s < S; s++) {
+                const int pos = z[s] > 0.0f;
+                float dy = pos ? dz[s] : dz[s] * (z[s] + al);
+                s1 += dy;
+                s2 += dy * (x[s] - mu);
+                s3 += pos ? 0.0f : dz[s] * z[s];
+            }
+        } else {
 #pragma omp simd reduction(+ : s1, s2, s3)
             for (int64_t s = 0; s < S; s++) {
                 float y = a * x[s] + b;
@@ -262,34 +265,94 @@ void batchnorm_elu_backward(const float *X, const float *dZ, float *dX, int64_t 
                 s2 += dy * (x[s] - mu);
                 s3 += y > 0.0f ? 0.0f : dz[s] * (e - 1.0f);
             }
-            sum_dy += s1;
-            sum_dy_xhat += s2;
-            sum_dalpha += s3;
         }
-        sum_dy_xhat *= istd;
+        t1 += s1;
+        t2 += s2;
+        t3 += s3;
+    }
+    *sum_dy = t1;
+    *sum_dy_xc = t2;
+    *sum_dalpha = from_z ? t3 / al : t3;
+}
+
+/* Backward, pass 2 for one row of S values of one channel:
+ * dX = k (dy - sum_dy / m - xhat sum_dy_xhat / m) = k dy + k2 x + k3, with
+ * dy computed again (cheaper than writing it out and reading it back). */
+static inline void row_input_grad(const float *x, const float *z, const float *dz, float *dx,
+                                  int64_t S, float a, float b, float al, float k, float k2,
+                                  float k3) {
+    if (z && al > 0.0f) {
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) {
+            float dy = z[s] > 0.0f ? dz[s] : dz[s] * (z[s] + al);
+            dx[s] = k * dy + k2 * x[s] + k3;
+        }
+    } else {
+#pragma omp simd
+        for (int64_t s = 0; s < S; s++) {
+            float y = a * x[s] + b;
+            float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
+            float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
+            dx[s] = k * dy + k2 * x[s] + k3;
+        }
+    }
+}
+
+/* Pass 1 for every channel (channel-parallel), the parameter derivatives
+ * from its sums, and pass 2's coefficients k, k2, k3 (arrays of C, or
+ * NULL). With dX, pass 2 follows each channel's pass 1 at once, while the
+ * channel's values are still in cache. */
+static void backward_channels(const float *X, const float *Z, const float *dZ, float *dX,
+                              int64_t N, int64_t C, int64_t S, const float *gamma,
+                              const float *beta, const float *alpha, int64_t alpha_stride,
+                              const float *mean, const float *invstd, float *dgamma,
+                              float *dbeta, float *dalpha, float *k1, float *k2, float *k3,
+                              int nthreads) {
+    const double m = (double)(N * S);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (N * C * S >= PARALLEL_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        const float istd = invstd[c], mu = mean[c], g = gamma[c], al = alpha[c * alpha_stride];
+        const float a = g * istd, b = beta[c] - a * mu;
+        double sum_dy, sum_dy_xc, sum_dalpha;
+        channel_backward_sums(X, Z, dZ, N, C, S, c, a, b, mu, al, &sum_dy, &sum_dy_xc,
+                              &sum_dalpha);
+        const double sum_dy_xhat = sum_dy_xc * istd;
         dbeta[c] = (float)sum_dy;
         dgamma[c] = (float)sum_dy_xhat;
         dalpha[c] = (float)sum_dalpha;
-        if (dX) {
-            /* dX = k (dy - sum_dy / m - xhat sum_dy_xhat / m) = k dy + k2 x + k3,
-             * k2 = -k istd sum_dy_xhat / m, with dy computed again from X and
-             * dL/dZ (an exp is cheaper than writing dy out and reading it back) */
-            const double k = (double)g * istd;
-            const double k2 = -k * istd * sum_dy_xhat / m;
-            const float kf = (float)k, k2f = (float)k2;
-            const float k3f = (float)(-k * sum_dy / m - k2 * mu);
-            for (int64_t n = 0; n < N; n++) {
-                const float *x = X + (n * C + c) * S;
-                const float *dz = dZ + (n * C + c) * S;
-                float *dx = dX + (n * C + c) * S;
-#pragma omp simd
-                for (int64_t s = 0; s < S; s++) {
-                    float y = a * x[s] + b;
-                    float e = exp_nonpositive(y > 0.0f ? 0.0f : y);
-                    float dy = y > 0.0f ? dz[s] : dz[s] * al * e;
-                    dx[s] = kf * dy + k2f * x[s] + k3f;
-                }
-            }
+        const double k = (double)g * istd, kk2 = -k * istd * sum_dy_xhat / m;
+        const float kf = (float)k, k2f = (float)kk2, k3f = (float)(-k * sum_dy / m - kk2 * mu);
+        if (k1) {
+            k1[c] = kf;
+            k2[c] = k2f;
+            k3[c] = k3f;
         }
+        if (dX)
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t o = (n * C + c) * S;
+                row_input_grad(X + o, Z ? Z + o : NULL, dZ + o, dX + o, S, a, b, al, kf, k2f,
+                               k3f);
+            }
     }
+}
+
+/* Backward. With y = gamma xhat + beta, xhat = (x - mean) invstd:
+ *   dL/dy     = dL/dZ (1 where y > 0, else alpha e^y)
+ *   dL/dalpha = sum dL/dZ (e^min(y, 0) - 1)
+ *   dL/dbeta  = sum dL/dy,   dL/dgamma = sum dL/dy xhat
+ *   dL/dX     = gamma invstd (dL/dy - dL/dbeta / m - xhat dL/dgamma / m)
+ * Z (the forward's output) may be NULL: y and e^y are then recomputed.
+ * dX may be NULL (not needed); it may alias dZ. Sums are per channel.
+ * Returns 0. */
+int batchnorm_elu_backward(const float *X, const float *Z, const float *dZ, float *dX,
+                           int64_t N, int64_t C, int64_t S, const float *gamma,
+                           const float *beta, const float *alpha, int64_t alpha_stride,
+                           const float *mean, const float *invstd, float *dgamma, float *dbeta,
+                           float *dalpha, int nthreads) {
+    if (S == 1 && features_backward(X, dZ, dX, N, C, gamma, beta, alpha, alpha_stride, mean,
+                                    invstd, dgamma, dbeta, dalpha) == 0)
+        return 0;
+    backward_channels(X, Z, dZ, dX, N, C, S, gamma, beta, alpha, alpha_stride, mean, invstd,
+                      dgamma, dbeta, dalpha, NULL, NULL, NULL, nthreads);
+    return 0;
 }

@@ -1,10 +1,11 @@
 """Builds layerlab's C kernels once per machine and loads them with ctypes.
 
-A kernel's source (``<name>.c`` beside this file) is compiled with the
+A kernel's source (``<name>.c`` beside this file, which may include the
+others) is compiled with the
 system C compiler (``$CC``, else ``cc``/``gcc``) for this CPU
 (``-O3 -march=native -fopenmp``), into layerlab's cache folder
 (``$LAYERLAB_CACHE/kernels`` or ``~/.cache/layerlab/kernels``). The file's
-name carries a hash of the source, the compiler, the flags and the CPU's
+name carries a hash of the sources, the compiler, the flags and the CPU's
 feature flags, so a changed source, compiler or machine (a cache folder
 shared over a network) gets its own build and never runs code built for
 another CPU. Building takes about half a second, once; it is written to a
@@ -87,7 +88,8 @@ def _build(name: str) -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
-    source = (_HERE / f"{name}.c").read_bytes()
+    # every source of the folder: a kernel may include another's
+    source = b"\0".join(f.read_bytes() for f in sorted(_HERE.glob("*.c")))
     key = hashlib.sha256(b"\0".join([
         source, cc.encode(), _compiler_version(cc).encode(), " ".join(FLAGS).encode(),
         _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]

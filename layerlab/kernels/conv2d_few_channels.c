@@ -57,34 +57,38 @@ static void forward_scalar(const float *x, const float *w, const float *bias, fl
     z[(f * OH + oh) * OW + ow] = s;
 }
 
+/* One image: x (C, H, W) -> z (F, OH, OW). */
+static void forward_image(const float *x, const float *Wt, const float *bias, float *z,
+                          int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW) {
+    const int64_t OH = H - KH + 1, OW = W - KW + 1;
+    for (int64_t f0 = 0; f0 < F; f0 += 4) {
+        const int four = F - f0 >= 4;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t ow = 0;
+            for (; ow + 24 <= OW; ow += 24) {
+                if (four) forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f0, oh, ow, 4, 3);
+                else for (int64_t f = f0; f < F; f++)
+                    forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow, 1, 3);
+            }
+            for (; ow + 8 <= OW; ow += 8) {
+                if (four) forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f0, oh, ow, 4, 1);
+                else for (int64_t f = f0; f < F; f++)
+                    forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow, 1, 1);
+            }
+            for (; ow < OW; ow++)
+                for (int64_t f = f0; f < F && f < f0 + 4; f++)
+                    forward_scalar(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow);
+        }
+    }
+}
+
 void conv2d_forward(const float *X, const float *Wt, const float *bias, float *Z, int64_t N,
                     int64_t C, int64_t H, int64_t W, int64_t F, int64_t KH, int64_t KW,
                     int nthreads) {
     const int64_t OH = H - KH + 1, OW = W - KW + 1;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C * H * W;
-        float *z = Z + n * F * OH * OW;
-        for (int64_t f0 = 0; f0 < F; f0 += 4) {
-            const int four = F - f0 >= 4;
-            for (int64_t oh = 0; oh < OH; oh++) {
-                int64_t ow = 0;
-                for (; ow + 24 <= OW; ow += 24) {
-                    if (four) forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f0, oh, ow, 4, 3);
-                    else for (int64_t f = f0; f < F; f++)
-                        forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow, 1, 3);
-                }
-                for (; ow + 8 <= OW; ow += 8) {
-                    if (four) forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f0, oh, ow, 4, 1);
-                    else for (int64_t f = f0; f < F; f++)
-                        forward_tile(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow, 1, 1);
-                }
-                for (; ow < OW; ow++)
-                    for (int64_t f = f0; f < F && f < f0 + 4; f++)
-                        forward_scalar(x, Wt, bias, z, C, H, W, KH, KW, OH, OW, f, oh, ow);
-            }
-        }
-    }
+    for (int64_t n = 0; n < N; n++)
+        forward_image(X + n * C * H * W, Wt, bias, Z + n * F * OH * OW, C, H, W, F, KH, KW);
 }
 
 static inline float hsum(v8 v) {

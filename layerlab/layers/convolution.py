@@ -117,6 +117,20 @@ class Convolution2d(Layer):
                 and kernels.usable(X, self.weights, self.bias, *more,
                                    library="conv2d_few_channels"))
 
+    def fused_with(self, following):
+        """A following :class:`~layerlab.layers.fused.BatchNormELU` (the
+        network's fused batch normalization + ELU or ReLU) runs fused with
+        this layer, as :class:`~layerlab.layers.fused.ConvBatchNormELU`, where
+        the compiled few-channel kernel can apply (stride 1, at most
+        :data:`FEW_CHANNELS` input channels, filters at most 7 wide)."""
+        from .fused import BatchNormELU, ConvBatchNormELU
+        if (type(following) is not BatchNormELU or self.stride != (1, 1)
+                or "weights" not in self._parameters
+                or self.weights.shape[1] > self.FEW_CHANNELS
+                or self.filter_size[1] > kernels.CONV_MAX_FILTER_WIDTH):
+            return None
+        return ConvBatchNormELU(self, following)
+
     def _padded(self, X):
         """X with the zero padding applied, when the kernel takes it."""
         top, bottom, left, right = self._pads()

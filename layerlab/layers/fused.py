@@ -21,9 +21,10 @@ from ..errors import LayerError
 from ..layer import Layer
 from ._util import per_channel, sum_per_channel
 from .activation import ELU, ReLU
+from .convolution import Convolution2d
 from .normalization import BatchNormalization
 
-__all__ = ["BatchNormELU"]
+__all__ = ["BatchNormELU", "ConvBatchNormELU"]
 
 
 def _compute_dtype(X: torch.Tensor) -> torch.dtype:
@@ -63,11 +64,13 @@ class BatchNormELU(Layer):
 
     On the CPU in float32 both directions run in the compiled kernel of
     :mod:`layerlab.kernels` (two passes over X forward, two backward; Y is
-    never stored: backward recomputes it from X); elsewhere (a GPU, float64,
-    ``torch.func``, ``torch.compile``, second derivatives) the same formulas
-    in PyTorch ops. Training keeps X and the per-channel mean and inverse
-    standard deviation (``backward_uses``), where the separate layers keep
-    X, Y and the ELU's memory.
+    never stored: backward recomputes it from X, and takes the ELU's
+    derivative :math:`\alpha e^Y = Z + \alpha` from the output, as PyTorch's
+    ``elu_backward`` does); elsewhere (a GPU, float64, ``torch.func``,
+    ``torch.compile``, second derivatives) the same formulas in PyTorch
+    ops. Training keeps X, Z (which the next layer keeps anyway) and the
+    per-channel mean and inverse standard deviation (``backward_uses``),
+    where the separate layers keep X, Y, Z and the ELU's memory.
 
     Args:
         batchnorm: the :class:`BatchNormalization` (default: a new one).
@@ -82,8 +85,10 @@ class BatchNormELU(Layer):
     default_name = "batchnorm_elu"
     differs_in_training = True
     couples_observations = True
-    # X (Y is recomputed from it) and the batch's statistics, never Z
-    backward_uses = ("X", "memory")
+    # X (Y is recomputed from it), Z (the compiled backward reads the ELU's
+    # derivative from it: the next layer keeps it alive anyway) and the
+    # batch's statistics
+    backward_uses = ("X", "Z", "memory")
 
     def __init__(self, batchnorm: BatchNormalization | None = None,
                  activation: ELU | ReLU | None = None, name: str | None = None):
@@ -167,8 +172,9 @@ class BatchNormELU(Layer):
         alpha = self._alpha(X)
         need_x = self.needs_gradient(0)
         if kernels.usable(X, dLdZ, bn.scale, bn.offset, alpha, mean, invstd):
-            done = kernels.batchnorm_elu_backward(X, dLdZ.contiguous(), bn.scale, bn.offset,
-                                                  alpha, mean, invstd, need_x)
+            done = kernels.batchnorm_elu_backward(
+                X, dLdZ.contiguous(), bn.scale, bn.offset, alpha, mean, invstd, need_x,
+                Z=Z if Z is not None and kernels.usable(Z) else None)
             if done is not None:
                 dLdX, dLdscale, dLdoffset, dLdalpha = done
                 return (dLdX, dLdoffset, dLdscale, *self._alpha_gradient(dLdalpha))
@@ -214,3 +220,121 @@ class BatchNormELU(Layer):
         if act.alpha.numel() == 1:
             return (per_channel_sums.sum().reshape(1),)
         return (per_channel_sums,)
+
+
+class ConvBatchNormELU(Layer):
+    r"""A convolution, batch normalization and an ELU (or ReLU) as one layer:
+    what a network runs for ``Convolution2d`` followed by a fused
+    :class:`BatchNormELU` (see :meth:`Convolution2d.fused_with`), the first
+    three layers of the seed network.
+
+    .. math::
+        A = W \star X + b, \qquad Z = \mathrm{ELU}_\alpha(\mathrm{BN}_{\gamma,\beta}(A))
+
+    with the formulas of :class:`~layerlab.layers.convolution.Convolution2d`
+    and :class:`BatchNormELU`. On the CPU in float32, for a first layer (no
+    dL/dX wanted) with few input channels, the compiled kernel saves two
+    passes over ``A`` that go to main memory: the batch statistics are summed
+    from each image's ``A`` while it is in cache, and backward computes each
+    image's dL/dA into a small buffer and takes the convolution's weight
+    gradient from it at once. Otherwise the parts compute as they would on
+    their own. Training keeps X, Z and ``A`` with the batch's statistics.
+    The convolution's bias has a zero derivative, exactly: batch
+    normalization subtracts the batch mean, which the bias shifts as much as
+    it shifts ``A`` (the separate layers compute it as a sum that is zero up
+    to rounding).
+
+    Args:
+        convolution: the :class:`~layerlab.layers.convolution.Convolution2d`.
+        batchnorm_elu: the :class:`BatchNormELU` after it.
+
+    Shape: ``(N, C, H, W)`` to ``(N, F, H', W')``. Learnables
+    ``convolution.weights``, ``convolution.bias``, ``batchnorm.offset``,
+    ``batchnorm.scale`` and (ELU) ``activation.alpha``.
+    """
+
+    default_name = "conv_batchnorm_elu"
+    differs_in_training = True
+    couples_observations = True
+    backward_uses = ("X", "Z", "memory")
+
+    def __init__(self, convolution: Convolution2d, batchnorm_elu: BatchNormELU,
+                 name: str | None = None):
+        super().__init__(name=name, type="Convolution + Batch Normalization + ELU")
+        if type(convolution) is not Convolution2d:
+            raise LayerError(f"ConvBatchNormELU convolution: expected a Convolution2d, "
+                             f"got {type(convolution).__name__}")
+        if type(batchnorm_elu) is not BatchNormELU:
+            raise LayerError(f"ConvBatchNormELU batchnorm_elu: expected a BatchNormELU, "
+                             f"got {type(batchnorm_elu).__name__}")
+        self.convolution = convolution
+        self.batchnorm = batchnorm_elu.batchnorm
+        self.activation = batchnorm_elu.activation
+        # the pair's computations, on the same submodules (not registered a
+        # second time: its learnables are this layer's)
+        object.__setattr__(self, "_bn_elu", batchnorm_elu)
+        self.description = f"{convolution.description}, then {batchnorm_elu.description}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.convolution.label} + {self._bn_elu.label}"
+
+    def initialize(self, input_sizes):
+        conv = self.convolution
+        conv.initialize(input_sizes)
+        with torch.no_grad():   # the convolution's output size, from a probe
+            size = tuple(conv.predict(conv.weights.new_zeros((1, *input_sizes[0]))).shape[1:])
+        self._bn_elu.initialize([size])
+
+    def predict(self, X):
+        return self._bn_elu.predict(self.convolution.predict(X))
+
+    def _fused_kernel(self, Xp, *more) -> bool:
+        """Whether the compiled conv + batch norm + ELU kernel applies."""
+        bn = self.batchnorm
+        return (Xp.shape[0] > 0 and self.convolution._few_channels(Xp, *more)
+                and kernels.usable(bn.scale, bn.offset, bn.trained_mean, bn.trained_variance,
+                                   library="conv_batchnorm_elu"))
+
+    def forward(self, X):
+        conv, bn = self.convolution, self.batchnorm
+        if X.dim() == 4 and X.shape[1] == conv.weights.shape[1]:
+            Xp = conv._padded(X)
+            kh, kw = conv.filter_size
+            alpha = self._bn_elu._alpha(X.new_empty(0, conv.num_filters))
+            if Xp.shape[0] * (Xp.shape[2] - kh + 1) * (Xp.shape[3] - kw + 1) > 1 \
+                    and self._fused_kernel(Xp, alpha):
+                done = kernels.conv_batchnorm_elu_forward(
+                    Xp, conv.weights, conv.bias, bn.scale, bn.offset, alpha, bn.epsilon,
+                    bn.momentum, bn.trained_mean, bn.trained_variance)
+                if done is not None:
+                    Z, A, mean, invstd = done
+                    return Z, (A, mean, invstd)
+        A = conv.predict(X)
+        Z, (mean, invstd) = self._bn_elu.training_forward(A)
+        return Z, (A, mean, invstd)
+
+    def backward(self, X, Z, dLdZ, memory):
+        conv, bn = self.convolution, self.batchnorm
+        A, mean, invstd = memory
+        names = self.learnable_names
+        needs = [self.needs_gradient(0)] + [self.needs_gradient(n) for n in names]
+        if not needs[0]:
+            Xp = conv._padded(X)
+            alpha = self._bn_elu._alpha(A)
+            if self._fused_kernel(Xp, A, dLdZ, alpha, mean, invstd):
+                done = kernels.conv_batchnorm_elu_backward(
+                    Xp, A, Z if Z is not None and kernels.usable(Z) else None,
+                    dLdZ.contiguous(), tuple(conv.weights.shape), bn.scale, bn.offset, alpha,
+                    mean, invstd)
+                if done is not None:
+                    dW, _, dscale, doffset, dalpha = done
+                    grads = (None, dW, torch.zeros_like(conv.bias), doffset, dscale,
+                             *self._bn_elu._alpha_gradient(dalpha))
+                    return tuple(g if need else None for g, need in zip(grads, needs))
+        # the parts' own backwards (each computes every derivative: outside
+        # the bridge, a layer's needs_gradient says yes)
+        dA, *bn_grads = self._bn_elu.backward(A, Z, dLdZ, (mean, invstd))
+        dX, dW, _ = conv.backward(X, A, dA, None)
+        grads = (dX, dW, torch.zeros_like(conv.bias), *bn_grads)
+        return tuple(g if need else None for g, need in zip(grads, needs))

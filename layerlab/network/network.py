@@ -96,34 +96,50 @@ class Network(torch.nn.Module):
         self.fuse_layers = True
         self._fused = self._find_fusions()
 
-    def _find_fusions(self) -> dict[int, Layer]:
-        """{i: the layer computing layers i and i + 1 together}, for each
-        layer whose output feeds only the next layer, which takes nothing
-        else, where the layer offers one (:meth:`Layer.fused_with`). The
-        fused layers are not submodules: they hold the network's own."""
+    def _find_fusions(self) -> dict[int, tuple[int, Layer]]:
+        """{i: (j, the layer computing layers i..j together)}. A layer whose
+        output feeds only the next layer, which takes nothing else, is
+        asked whether it fuses with it (:meth:`Layer.fused_with`); a fused
+        layer is asked again about the layer after it, and the layer before
+        is asked about it (so a convolution meets the batch normalization +
+        ELU pair as one). The fused layers are not submodules: they hold the
+        network's own."""
         consumers: dict[int, int] = {}
         for srcs in self._plan:
             for j, _ in srcs:
                 consumers[j] = consumers.get(j, 0) + 1
-        fused: dict[int, Layer] = {}
-        for i in range(len(self.layers) - 1):
-            a, b = self.layers[i], self.layers[i + 1]
-            if consumers.get(i) != 1 or self._plan[i + 1] != ((i, 0),) or a.num_outputs != 1:
-                continue
-            try:
-                f = a.fused_with(b)
-            except LayerlabError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - user code: add context
-                raise NetworkError(f"layer {a.label}: fused_with({b.label}) raised "
-                                   f"{type(exc).__name__}: {exc}") from exc
-            if f is None:
-                continue
-            if not isinstance(f, Layer):
-                raise NetworkError(f"layer {a.label}: fused_with must return a Layer or "
-                                   f"None, got {type(f).__name__}")
-            fused[i] = f
-        return fused
+
+        def chained(i: int) -> bool:   # layer i's output feeds only layer i + 1
+            return (i + 1 < len(self.layers) and consumers.get(i) == 1
+                    and self._plan[i + 1] == ((i, 0),) and self.layers[i].num_outputs == 1)
+
+        # runs of layers [start, end] and the layer computing each; merged
+        # from the end, so that a layer meets the fused run after it
+        runs: list[list] = [[i, i, layer] for i, layer in enumerate(self.layers)]
+        k = len(runs) - 2
+        while k >= 0:
+            first, second = runs[k], runs[k + 1]
+            fused = self._ask_fused(first[2], second[2]) if chained(first[1]) else None
+            if fused is not None:
+                runs[k:k + 2] = [[first[0], second[1], fused]]
+                if k + 1 < len(runs):
+                    continue           # the new run may fuse with the next one too
+            k -= 1
+        return {start: (end, layer) for start, end, layer in runs if end > start}
+
+    @staticmethod
+    def _ask_fused(a: Layer, b: Layer) -> Layer | None:
+        try:
+            f = a.fused_with(b)
+        except LayerlabError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code: add context
+            raise NetworkError(f"layer {a.label}: fused_with({b.label}) raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+        if f is not None and not isinstance(f, Layer):
+            raise NetworkError(f"layer {a.label}: fused_with must return a Layer or "
+                               f"None, got {type(f).__name__}")
+        return f
 
     # -- construction ----------------------------------------------------
     def _infer_sizes(self) -> None:
@@ -217,8 +233,8 @@ class Network(torch.nn.Module):
 
     def _run(self, X: torch.Tensor, stop: int, fuse: bool) -> list[Any]:
         """The outputs of layers ``0 .. stop - 1``; with ``fuse``, a fused
-        pair (see :meth:`_find_fusions`) leaves ``None`` for its first
-        layer's output."""
+        run of layers (see :meth:`_find_fusions`) leaves ``None`` for all
+        but its last layer's output."""
         values: list[Any] = [None] * stop
         fused = self._fused if fuse and self.fuse_layers else {}
         i = 0
@@ -230,11 +246,11 @@ class Network(torch.nn.Module):
             else:
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
-            pair = fused.get(i)
-            if pair is not None and i + 1 < stop and _may_fuse(layer, self.layers[i + 1]):
-                i += 1
+            run = fused.get(i)
+            if run is not None and run[0] < stop and _may_fuse(self.layers[i:run[0] + 1]):
+                i = run[0]
                 layer = self.layers[i]
-                z = values[i] = run_layer(pair, xs, training=layer.training)
+                z = values[i] = run_layer(run[1], xs, training=layer.training)
             else:
                 # through nn.Module.__call__ (hooks fire); each layer runs in
                 # its own mode, which net.train() / net.eval() set
@@ -311,12 +327,13 @@ def _has_hooks(layer: torch.nn.Module) -> bool:
                 or getattr(layer, "_backward_pre_hooks", None))
 
 
-def _may_fuse(a: Layer, b: Layer) -> bool:
-    """Whether a fused pair may run now: the same mode, neither layer asked
-    to use autograd, no hook (on either layer or on every module) that
-    would miss a call or the value between them."""
-    return (a.training == b.training and not a.use_autograd and not b.use_autograd
-            and not _has_hooks(a) and not _has_hooks(b)
+def _may_fuse(layers) -> bool:
+    """Whether a fused run of layers may run now: all in the same mode, none
+    asked to use autograd, no hook (on one of them or on every module) that
+    would miss a call or a value between them."""
+    mode = layers[0].training
+    return (all(l.training == mode and not l.use_autograd and not _has_hooks(l)
+                for l in layers)
             and not (_hooks._global_forward_hooks or _hooks._global_forward_pre_hooks
                      or _hooks._global_backward_hooks
                      or getattr(_hooks, "_global_backward_pre_hooks", None)))
