@@ -199,6 +199,11 @@ class _HandWrittenBackward(torch.autograd.Function):
         Zs, mem_tensors = output[:n_out], output[n_out:]
         if mem_tensors:
             ctx.mark_non_differentiable(*mem_tensors)
+            # no zero-filled gradient for each memory tensor (autograd would
+            # make one the size of, say, a whole activation every step):
+            # backward fills in only an output Z that got none
+            ctx.set_materialize_grads(False)
+            ctx.out_meta = [(z.shape, z.dtype, z.device) for z in Zs]
         ctx.mem_spec = box.spec
         ctx.layer = layer
         ctx.n_in, ctx.n_out, ctx.n_mem = n_in, n_out, len(mem_tensors)
@@ -222,6 +227,9 @@ class _HandWrittenBackward(torch.autograd.Function):
     def backward(ctx, *grads):  # type: ignore[override]
         layer = ctx.layer
         dLdZ = grads[:ctx.n_out]
+        if ctx.n_mem and any(g is None for g in dLdZ):   # see setup_context
+            dLdZ = tuple(torch.zeros(shape, dtype=dtype, device=device) if g is None else g
+                         for g, (shape, dtype, device) in zip(dLdZ, ctx.out_meta))
         saved = list(ctx.saved_tensors)
         W = saved[len(saved) - ctx.n_w:] if ctx.n_w else []
         X = [saved.pop(0) for _ in range(ctx.n_in)] if ctx.keeps_x else [None] * ctx.n_in

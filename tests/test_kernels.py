@@ -15,6 +15,9 @@ from layerlab import kernels
 from layerlab.autograd_bridge import run_layer
 from layerlab.kernels import build
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_fast_paths import _train_grads  # noqa: E402 - the same training-step helper
+
 needs_kernels = pytest.mark.skipif(
     any(kernels._library(n) is None for n in kernels._SIGNATURES),
     reason=f"compiled kernels not built here: {kernels.status()}")
@@ -125,13 +128,8 @@ def test_conv2d_kernels_match_pytorch(N, C, H, W, F_, K):
 
 
 def _conv_layer_run(layer, X, G):
-    layer.train()
-    for p in layer.parameters():
-        p.grad = None
-    X = X.clone().requires_grad_()
-    Z = run_layer(layer, (X,), training=True)
-    Z.backward(G)
-    return Z.detach(), X.grad, layer.weights.grad, layer.bias.grad
+    Z, dX, (dW, db) = _train_grads(layer, X, G)
+    return Z.detach(), dX, dW, db
 
 
 @needs_kernels

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 
 import torch
+from torch.autograd import profiler as _autograd_profiler
 
 from . import build
 
@@ -53,18 +54,34 @@ _SIGNATURES = {
         "dense_weight_grad": ([_P, _P, _P, _I, _I, _I, _INT], None),
     },
 }
-_libs: dict[str, ctypes.CDLL | None] = {}
+_libs: dict[str, "_Functions | None"] = {}
 
 
-def _library(name: str = "batchnorm_elu") -> ctypes.CDLL | None:
+def _library(name: str = "batchnorm_elu") -> "_Functions | None":
     if name not in _libs:
         lib = build.load(name)
-        if lib is not None:
-            for fname, (argtypes, restype) in _SIGNATURES[name].items():
-                fn = getattr(lib, fname)
-                fn.argtypes, fn.restype = argtypes, restype
-        _libs[name] = lib
+        _libs[name] = _Functions(lib, name) if lib is not None else None
     return _libs[name]
+
+
+class _Functions:
+    """A library's functions, typed, each named ``layerlab::<function>`` in
+    torch.profiler's tables while a profiler runs (``bench/profile_step.py``)."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str):
+        for fname, (argtypes, restype) in _SIGNATURES[name].items():
+            fn = getattr(lib, fname)
+            fn.argtypes, fn.restype = argtypes, restype
+            setattr(self, fname, _profiled(f"layerlab::{fname}", fn))
+
+
+def _profiled(label: str, fn):
+    def call(*args):
+        if _autograd_profiler._is_profiler_enabled:
+            with torch.profiler.record_function(label):
+                return fn(*args)
+        return fn(*args)
+    return call
 
 
 def status() -> dict[str, str]:
@@ -212,26 +229,25 @@ def dense_forward(X, W, b):
 
 def dense_input_grad(G, W):
     """``G W`` (dL/dX of :func:`dense_forward`), ``G`` ``(N, K)``."""
-    lib = _library("dense_skinny")
-    if lib is None:
-        return None
-    (n, k), d = G.shape, W.shape[1]
-    dX = G.new_empty((n, d))
-    lib.dense_input_grad(G.data_ptr(), W.data_ptr(), dX.data_ptr(), n, d, k,
-                         torch.get_num_threads())
-    return dX
+    return _dense_product("dense_input_grad", G, W, (G.shape[0], W.shape[1]))
 
 
 def dense_weight_grad(G, X):
     """``G^T X`` (dL/dW of :func:`dense_forward`)."""
+    return _dense_product("dense_weight_grad", G, X, (G.shape[1], X.shape[1]))
+
+
+def _dense_product(function: str, G, B, out_shape):
+    """``function(G, B) -> out`` of ``dense_skinny.c``; ``B`` is the long
+    operand ``(., D)``, ``G`` the ``(N, K)`` one."""
     lib = _library("dense_skinny")
     if lib is None:
         return None
-    (n, k), d = G.shape, X.shape[1]
-    dW = X.new_empty((k, d))
-    lib.dense_weight_grad(G.data_ptr(), X.data_ptr(), dW.data_ptr(), n, d, k,
-                          torch.get_num_threads())
-    return dW
+    (n, k), d = G.shape, B.shape[1]
+    out = B.new_empty(out_shape)
+    getattr(lib, function)(G.data_ptr(), B.data_ptr(), out.data_ptr(), n, d, k,
+                           torch.get_num_threads())
+    return out
 
 
 def conv_batchnorm_elu_forward(X, weights, bias, gamma, beta, alpha, epsilon, momentum,
