@@ -132,6 +132,13 @@ def test_what_does_not_fuse():
     assert ll.BatchNormalization(backward="formula").fused_with(ll.ELU(3)) is None
     assert ll.BatchNormalization().fused_with(ll.LeakyReLU()) is None
     assert ll.ELU().fused_with(ll.BatchNormalization()) is None       # the default: none
+    # a ReLU after batch norm on features stays alone (native ops beat the bridge there)
+    feats = Network([ll.FeatureInput(6, normalization="none"), ll.BatchNormalization(),
+                     ll.ReLU(), ll.FullyConnected(2)])
+    assert feats._fused == {}
+    feats = Network([ll.FeatureInput(6, normalization="none"), ll.BatchNormalization(),
+                     ll.ELU(), ll.FullyConnected(2)])
+    assert list(feats._fused) == [1]
     # batch norm's output feeds two layers: not fused
     g = ll.LayerGraph([ll.ImageInput((2, 5, 5), normalization="none", name="in"),
                        ll.BatchNormalization(name="bn"), ll.ELU(name="elu"),
