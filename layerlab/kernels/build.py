@@ -3,7 +3,7 @@
 A kernel's source (``<name>.c`` beside this file, which may include the
 others) is compiled with the
 system C compiler (``$CC``, else ``cc``/``gcc``) for this CPU
-(``-O3 -march=native -fopenmp``), into layerlab's cache folder
+(``-O3 -march=native -ffp-contract=fast -fopenmp``), into layerlab's cache folder
 (``$LAYERLAB_CACHE/kernels`` or ``~/.cache/layerlab/kernels``). The file's
 name carries a hash of the sources, the compiler, the flags and the CPU's
 feature flags, so a changed source, compiler or machine (a cache folder
@@ -37,7 +37,10 @@ from pathlib import Path
 
 __all__ = ["load", "status", "FLAGS"]
 
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11")
+# -ffp-contract=fast: a * b + c as one fused multiply-add (ISO C's default,
+# -std=c11, would keep them apart: twice the instructions in the kernels' inner loops)
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared",
+         "-std=c11")
 _HERE = Path(__file__).resolve().parent
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
