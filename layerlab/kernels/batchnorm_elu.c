@@ -68,6 +68,23 @@ static void channel_statistics(const float *X, int64_t N, int64_t C, int64_t S, 
     *var = v > 0.0 ? v : 0.0;
 }
 
+/* Channel c's batch statistics kept (mean, 1 / sqrt(var + eps)) and the
+ * running ones moved towards them as torch.batch_norm moves them (weighted
+ * by momentum, the variance unbiased over m values); returns 1 / sqrt(var + eps). */
+static double keep_statistics(int64_t c, double mu, double var, double m, double eps,
+                              double momentum, float *mean, float *invstd, float *running_mean,
+                              float *running_var) {
+    const double istd = 1.0 / sqrt(var + eps);
+    mean[c] = (float)mu;
+    invstd[c] = (float)istd;
+    if (running_mean) {
+        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+        running_var[c] = (float)((1.0 - momentum) * running_var[c]
+                                 + momentum * var * m / (m - 1.0));
+    }
+    return istd;
+}
+
 /* Z = ELU(a X + b) per channel, a = gamma / sqrt(var + eps), b = beta - a mean. */
 static void normalize_activate(const float *X, float *Z, int64_t N, int64_t C, int64_t S,
                                int64_t c, float a, float b, float alpha) {
@@ -109,14 +126,9 @@ static int features_forward_train(const float *X, float *Z, int64_t N, int64_t C
     const double m = (double)N;
     for (int64_t c = 0; c < C; c++) {
         const double dm = s1[c] / m, v0 = s2[c] / m - dm * dm, var = v0 > 0.0 ? v0 : 0.0;
-        const double mu = X[c] + dm, istd = 1.0 / sqrt(var + eps);
-        mean[c] = (float)mu;
-        invstd[c] = (float)istd;
-        if (running_mean) {
-            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
-            running_var[c] = (float)((1.0 - momentum) * running_var[c]
-                                     + momentum * var * m / (m - 1.0));
-        }
+        const double mu = X[c] + dm;
+        const double istd = keep_statistics(c, mu, var, m, eps, momentum, mean, invstd,
+                                            running_mean, running_var);
         a[c] = (float)(gamma[c] * istd);
         b[c] = (float)(beta[c] - gamma[c] * istd * mu);
         al[c] = alpha[c * alpha_stride];
@@ -202,14 +214,8 @@ void batchnorm_elu_forward_train(const float *X, float *Z, int64_t N, int64_t C,
     for (int64_t c = 0; c < C; c++) {
         double mu, var;
         channel_statistics(X, N, C, S, c, &mu, &var);
-        const double istd = 1.0 / sqrt(var + eps);
-        mean[c] = (float)mu;
-        invstd[c] = (float)istd;
-        if (running_mean) {
-            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
-            running_var[c] = (float)((1.0 - momentum) * running_var[c]
-                                     + momentum * var * m / (m - 1.0));
-        }
+        const double istd = keep_statistics(c, mu, var, m, eps, momentum, mean, invstd,
+                                            running_mean, running_var);
         const double a = gamma[c] * istd;
         normalize_activate(X, Z, N, C, S, c, (float)a, (float)(beta[c] - a * mu),
                            alpha[c * alpha_stride]);

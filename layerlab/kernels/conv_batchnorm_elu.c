@@ -55,13 +55,7 @@ int conv_batchnorm_elu_forward_train(
         }
         const double dm = t1 / m, v0 = t2 / m - dm * dm, var = v0 > 0.0 ? v0 : 0.0;
         const double mu = (bias ? bias[f] : 0.0) + dm;
-        mean[f] = (float)mu;
-        invstd[f] = (float)(1.0 / sqrt(var + eps));
-        if (running_mean) {
-            running_mean[f] = (float)((1.0 - momentum) * running_mean[f] + momentum * mu);
-            running_var[f] = (float)((1.0 - momentum) * running_var[f]
-                                     + momentum * var * m / (m - 1.0));
-        }
+        keep_statistics(f, mu, var, m, eps, momentum, mean, invstd, running_mean, running_var);
     }
     free(sums);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
