@@ -257,3 +257,11 @@ def test_conv_batchnorm_elu_passes_check_layer():
                          skip=("compile", "save_load", "save_load_fresh_process"))
     assert report.passed, report.text
     assert report["gradients"].passed and report["second_derivatives"].passed, report.text
+
+
+def test_conv_batchnorm_elu_with_a_mismatched_batch_norm_is_a_clear_error():
+    layer = ConvBatchNormELU(ll.Convolution2d(3, 8, num_channels=1),
+                             BatchNormELU(ll.BatchNormalization(num_channels=2, name="bn"),
+                                          ll.ELU()))
+    with torch.no_grad(), pytest.raises(ll.errors.LayerError, match="'bn'.*expected input"):
+        layer.training_forward(torch.randn(4, 1, 12, 12))

@@ -259,3 +259,17 @@ def test_keep_freed_memory_respects_the_users_settings(env, expected):
     out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD], env={**base, **env},
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == expected, out.stderr
+
+
+def test_a_replaced_learnable_of_another_size_never_reaches_c():
+    """C reads the bias by filter (or output): sizes that disagree leave the
+    computation to PyTorch's ops, whose error names the sizes (no crash)."""
+    conv = ll.Convolution2d(3, 8, num_channels=1)
+    conv.weights = torch.randn(12, 1, 3, 3)
+    fc = ll.FullyConnected(4, input_size=3000)
+    fc.weights = torch.randn(6, 3000)
+    with torch.no_grad():
+        assert not conv._few_channels(torch.randn(2, 1, 12, 12))
+        assert not fc._skinny(torch.randn(2, 3000), fc.weights)
+        with pytest.raises(RuntimeError):
+            conv.predict(torch.randn(2, 1, 12, 12))

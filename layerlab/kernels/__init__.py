@@ -2,8 +2,10 @@
 
 Eager PyTorch runs each op as its own pass over memory; a layer pair such as
 batch normalization followed by an ELU takes a dozen passes over its
-activation, where two suffice (bench/README.md). These kernels do the fused
-work in C (``batchnorm_elu.c``), built once per machine by
+activation, where two suffice (bench/README.md). These kernels do that work
+in C, one library per source beside this file (batch norm + ELU, the
+convolution for few input channels, convolution + batch norm + ELU, the
+fully connected layer with few outputs), built once per machine by
 :mod:`layerlab.kernels.build` and called with ctypes.
 
 Every function here has the same contract: it runs only on what
@@ -35,7 +37,7 @@ _SIGNATURES = {
         "batchnorm_elu_forward_eval": ([_P, _P, _I, _I, _I, _P, _P, _P, _I, _D, _P, _P, _INT],
                                        None),
         "batchnorm_elu_backward": ([_P, _P, _P, _P, _I, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P,
-                                    _P, _INT], _INT),
+                                    _P, _INT], None),
     },
     "conv2d_few_channels": {
         "conv2d_forward": ([_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _INT], None),
@@ -163,14 +165,12 @@ def batchnorm_elu_backward(X, dLdZ, gamma, beta, alpha, mean, invstd, need_x=Tru
     n, c, s = _ncs(X)
     dX = torch.empty_like(X) if need_x else None
     dgamma, dbeta, dalpha = torch.empty(c), torch.empty(c), torch.empty(c)
-    failed = lib.batchnorm_elu_backward(
+    lib.batchnorm_elu_backward(
         X.data_ptr(), Z.data_ptr() if Z is not None else None, dLdZ.data_ptr(),
         dX.data_ptr() if dX is not None else None, n, c, s,
         gamma.data_ptr(), beta.data_ptr(), alpha.data_ptr(), 1 if alpha.numel() == c else 0,
         mean.data_ptr(), invstd.data_ptr(), dgamma.data_ptr(), dbeta.data_ptr(),
         dalpha.data_ptr(), torch.get_num_threads())
-    if failed:
-        return None
     return dX, dgamma, dbeta, dalpha
 
 

@@ -348,17 +348,15 @@ static void backward_channels(const float *X, const float *Z, const float *dZ, f
  *   dL/dbeta  = sum dL/dy,   dL/dgamma = sum dL/dy xhat
  *   dL/dX     = gamma invstd (dL/dy - dL/dbeta / m - xhat dL/dgamma / m)
  * Z (the forward's output) may be NULL: y and e^y are then recomputed.
- * dX may be NULL (not needed); it may alias dZ. Sums are per channel.
- * Returns 0. */
-int batchnorm_elu_backward(const float *X, const float *Z, const float *dZ, float *dX,
+ * dX may be NULL (not needed); it may alias dZ. Sums are per channel. */
+void batchnorm_elu_backward(const float *X, const float *Z, const float *dZ, float *dX,
                            int64_t N, int64_t C, int64_t S, const float *gamma,
                            const float *beta, const float *alpha, int64_t alpha_stride,
                            const float *mean, const float *invstd, float *dgamma, float *dbeta,
                            float *dalpha, int nthreads) {
     if (S == 1 && features_backward(X, dZ, dX, N, C, gamma, beta, alpha, alpha_stride, mean,
                                     invstd, dgamma, dbeta, dalpha) == 0)
-        return 0;
+        return;
     backward_channels(X, Z, dZ, dX, N, C, S, gamma, beta, alpha, alpha_stride, mean, invstd,
                       dgamma, dbeta, dalpha, NULL, NULL, NULL, nthreads);
-    return 0;
 }

@@ -25,6 +25,7 @@ each call takes ``torch.get_num_threads()`` threads.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -52,6 +53,7 @@ def _cache_dir() -> Path:
     return (Path(env) if env else Path.home() / ".cache" / "layerlab") / "kernels"
 
 
+@functools.lru_cache(maxsize=None)
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc"):
         if name and shutil.which(name):
@@ -59,6 +61,7 @@ def _compiler() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_flags() -> str:
     """This CPU's feature flags (the build is for this CPU: -march=native)."""
     try:
@@ -71,6 +74,7 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=None)
 def _compiler_version(cc: str) -> str:
     try:
         out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)

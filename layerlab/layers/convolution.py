@@ -108,12 +108,12 @@ class Convolution2d(Layer):
         (:mod:`layerlab.kernels`, ``conv2d_few_channels.c``) computes on the
         (padded) input ``X``: stride 1, at most :data:`FEW_CHANNELS` input
         channels, filters at most 7 wide, output rows at least 8 wide (its
-        vectors), CPU float32. There it is 1.2-1.8x faster than PyTorch's
+        vectors), one bias per filter (C reads it by filter), CPU float32. There it is 1.2-1.8x faster than PyTorch's
         oneDNN convolution (bench/README.md); elsewhere PyTorch's ops run."""
         kh, kw = self.filter_size
         return (self.stride == (1, 1) and X.shape[1] <= self.FEW_CHANNELS
                 and kw <= kernels.CONV_MAX_FILTER_WIDTH and X.shape[3] - kw + 1 >= 8
-                and X.shape[2] >= kh
+                and X.shape[2] >= kh and self.bias.numel() == self.weights.shape[0]
                 and kernels.usable(X, self.weights, self.bias, *more,
                                    library="conv2d_few_channels"))
 

@@ -116,6 +116,7 @@ class FullyConnected(DenseLayer):
         (bench/README.md: 1.4-2.3x faster than MKL's products there)."""
         W = self.weights
         return (W.shape[0] <= kernels.DENSE_MAX_OUTPUTS and W.shape[1] >= self.LONG_INPUT
+                and self.bias.numel() == W.shape[0]          # C reads it by output
                 and kernels.usable(W, self.bias, *tensors, library="dense_skinny"))
 
     def _affine(self, X, W, b):

@@ -33,6 +33,12 @@ def _compute_dtype(X: torch.Tensor) -> torch.dtype:
     return torch.float32 if X.dtype in (torch.float16, torch.bfloat16) else X.dtype
 
 
+def _sizes_agree(bn: BatchNormalization) -> bool:
+    n = bn.scale.numel()
+    return bn.offset.numel() == n and bn.trained_mean.numel() == n \
+        and bn.trained_variance.numel() == n
+
+
 class BatchNormELU(Layer):
     r"""Batch normalization followed by an ELU (or a ReLU), in one pass each
     way: what a network runs for the pair ``BatchNormalization()``,
@@ -129,12 +135,21 @@ class BatchNormELU(Layer):
     def _values_per_channel(self, X) -> int:
         return self.batchnorm._values_per_channel(X)
 
+    def _kernel(self, X, *more) -> bool:
+        """Whether the compiled kernel computes on X (and ``more``): it reads
+        every per-channel tensor of the batch normalization by channel, so
+        their sizes must agree (a replaced learnable of another size leaves
+        it to PyTorch's ops and their error)."""
+        bn = self.batchnorm
+        return _sizes_agree(bn) and kernels.usable(X, bn.scale, bn.offset, bn.trained_mean,
+                                                   bn.trained_variance, *more)
+
     # ---- inference -------------------------------------------------------
     def predict(self, X):
         bn = self.batchnorm
         bn._check(X)
         alpha = self._alpha(X)
-        if kernels.usable(X, bn.scale, bn.offset, alpha, bn.trained_mean, bn.trained_variance):
+        if self._kernel(X, alpha):
             done = kernels.batchnorm_elu_forward(
                 X, bn.scale, bn.offset, alpha, bn.epsilon, running_mean=bn.trained_mean,
                 running_var=bn.trained_variance, batch_statistics=False)
@@ -148,7 +163,7 @@ class BatchNormELU(Layer):
         bn._check(X)
         self._values_per_channel(X)
         alpha = self._alpha(X)
-        if kernels.usable(X, bn.scale, bn.offset, alpha, bn.trained_mean, bn.trained_variance):
+        if self._kernel(X, alpha):
             done = kernels.batchnorm_elu_forward(
                 X, bn.scale, bn.offset, alpha, bn.epsilon, bn.momentum, bn.trained_mean,
                 bn.trained_variance)
@@ -171,7 +186,7 @@ class BatchNormELU(Layer):
         mean, invstd = memory
         alpha = self._alpha(X)
         need_x = self.needs_gradient(0)
-        if kernels.usable(X, dLdZ, bn.scale, bn.offset, alpha, mean, invstd):
+        if self._kernel(X, alpha, dLdZ, mean, invstd):
             done = kernels.batchnorm_elu_backward(
                 X, dLdZ.contiguous(), bn.scale, bn.offset, alpha, mean, invstd, need_x,
                 Z=Z if Z is not None and kernels.usable(Z) else None)
@@ -289,10 +304,19 @@ class ConvBatchNormELU(Layer):
     def predict(self, X):
         return self._bn_elu.predict(self.convolution.predict(X))
 
+    def _channels_agree(self, X) -> torch.Tensor:
+        """The ELU's alpha, once batch norm and the ELU are checked against
+        the convolution's filters (the kernel indexes their per-channel
+        values by filter): a mismatch is the parts' own LayerError."""
+        channels = X.new_empty(0, self.convolution.num_filters)
+        self.batchnorm._check(channels)
+        return self._bn_elu._alpha(channels)
+
     def _fused_kernel(self, Xp, *more) -> bool:
         """Whether the compiled conv + batch norm + ELU kernel applies."""
         bn = self.batchnorm
         return (Xp.shape[0] > 0 and self.convolution._few_channels(Xp, *more)
+                and _sizes_agree(bn)
                 and kernels.usable(bn.scale, bn.offset, bn.trained_mean, bn.trained_variance,
                                    library="conv_batchnorm_elu"))
 
@@ -301,7 +325,7 @@ class ConvBatchNormELU(Layer):
         if X.dim() == 4 and X.shape[1] == conv.weights.shape[1]:
             Xp = conv._padded(X)
             kh, kw = conv.filter_size
-            alpha = self._bn_elu._alpha(X.new_empty(0, conv.num_filters))
+            alpha = self._channels_agree(X)
             if Xp.shape[0] * (Xp.shape[2] - kh + 1) * (Xp.shape[3] - kw + 1) > 1 \
                     and self._fused_kernel(Xp, alpha):
                 done = kernels.conv_batchnorm_elu_forward(
@@ -321,7 +345,7 @@ class ConvBatchNormELU(Layer):
         needs = [self.needs_gradient(0)] + [self.needs_gradient(n) for n in names]
         if not needs[0]:
             Xp = conv._padded(X)
-            alpha = self._bn_elu._alpha(A)
+            alpha = self._channels_agree(A)
             if self._fused_kernel(Xp, A, dLdZ, alpha, mean, invstd):
                 done = kernels.conv_batchnorm_elu_backward(
                     Xp, A, Z if Z is not None and kernels.usable(Z) else None,
