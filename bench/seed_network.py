@@ -36,6 +36,14 @@ Contenders (each trains from scratch, same seed, same data, same iterations):
     The ``plain`` loop with ``torch.compile(model)`` (default mode). Its
     first iteration compiles; that iteration's time is reported apart as
     ``compile_seconds`` and the ms per iteration are over the others.
+``compiled-graphs``
+    The same with ``torch.compile(model, mode="reduce-overhead")``: the
+    compiled forward and backward replayed as CUDA graphs (a GPU's
+    counterpart of layerlab's recorded step; the default contenders on a
+    GPU include it).
+``layerlab-eager``
+    ``layerlab`` with ``training_options(cuda_graphs=False)``: on a GPU,
+    what the recorded step saves (the same as ``layerlab`` on the CPU).
 ``mlp-plain``, ``mlp-layerlab``
     The deep MLP of the experiments (``layerlab.experiments.
     deep_mlp_batchnorm``): 10 x (fully connected 100, batch norm, ELU with
@@ -94,9 +102,12 @@ from layerlab.demo import SeedELU, seed_layers  # noqa: E402
 from layerlab.training.host_memory import keep_freed_memory  # noqa: E402
 
 BATCH, LR, MOMENTUM, L2 = 128, 0.01, 0.9, 1e-4
-CONTENDERS = ("plain", "plain-dataloader", "compiled", "layerlab", "layerlab-user-elu", "bare",
-              "mlp-plain", "mlp-layerlab")
+CONTENDERS = ("plain", "plain-dataloader", "compiled", "compiled-graphs", "layerlab",
+              "layerlab-eager", "layerlab-user-elu", "bare", "mlp-plain", "mlp-layerlab")
 DEFAULT_CONTENDERS = ("plain", "compiled", "layerlab", "bare", "mlp-plain", "mlp-layerlab")
+# on a GPU: also torch.compile's CUDA-graph mode and layerlab without its CUDA graph
+GPU_CONTENDERS = ("plain", "compiled", "compiled-graphs", "layerlab", "layerlab-eager", "bare",
+                  "mlp-plain", "mlp-layerlab")
 QUICK_CONTENDERS = ("plain", "layerlab", "bare")
 MLP_BATCH, MLP_LR = 100, 0.1
 
@@ -131,7 +142,7 @@ def plain_accuracy(model: nn.Module, X: torch.Tensor, Y: torch.Tensor,
 
 
 def run_plain(data: dict, epochs: int, seed: int, device: torch.device,
-              dataloader: bool = False, batch: int = BATCH, compiled: bool = False,
+              dataloader: bool = False, batch: int = BATCH, compiled: str | bool = False,
               mlp: bool = False) -> dict[str, Any]:
     torch.manual_seed(seed)
     X, Y = data["X"].to(device), data["Y"].to(device)
@@ -141,7 +152,10 @@ def run_plain(data: dict, epochs: int, seed: int, device: torch.device,
         opt = torch.optim.SGD(model.parameters(), lr=MLP_LR)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=L2)
-    train_model = torch.compile(model) if compiled else model
+    # compiled: True (default mode) or a torch.compile mode ("reduce-overhead":
+    # CUDA graphs of the compiled forward and backward)
+    train_model = (torch.compile(model) if compiled is True else
+                   torch.compile(model, mode=compiled) if compiled else model)
     mean = X.mean(0)
     X = X - mean                                     # zero-centre once, as imageInputLayer
     log = io.StringIO()
@@ -206,16 +220,16 @@ def _layers(user_elu: bool, seed: int) -> list:
 
 def run_layerlab(data: dict, epochs: int, seed: int, device: torch.device,
                  user_elu: bool = False, batch: int = BATCH,
-                 layers: list | None = None) -> dict[str, Any]:
+                 layers: list | None = None, cuda_graphs: bool = True) -> dict[str, Any]:
     opts = ll.training_options("sgdm", max_epochs=epochs, seed=seed, verbose=True,
-                               mini_batch_size=batch,
+                               mini_batch_size=batch, cuda_graphs=cuda_graphs,
                                execution_environment="gpu" if device.type == "cuda" else "cpu")
     layers = layers if layers is not None else _layers(user_elu, seed)
     net, info = ll.train_network(data["X"], data["Y"], layers, opts,
                                  stream=io.StringIO())
     acc = float((ll.classify(net, data["XTest"]) == data["YTest"].numpy()).mean())
     return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc,
-                final_loss=float(info.training_loss[-1]))
+                final_loss=float(info.training_loss[-1]), step=info.step)
 
 
 def run_mlp_layerlab(data: dict, epochs: int, seed: int,
@@ -229,7 +243,8 @@ def run_mlp_layerlab(data: dict, epochs: int, seed: int,
                                execution_environment="gpu" if device.type == "cuda" else "cpu")
     net, info = ll.train_network(data["X"], data["Y"], layers, opts, stream=io.StringIO())
     acc = float((ll.classify(net, data["XTest"]) == data["YTest"].numpy()).mean())
-    return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc)
+    return dict(seconds=info.time_elapsed, iterations=info.iterations, accuracy=acc,
+                step=info.step)
 
 
 def run_bare(data: dict, epochs: int, seed: int, device: torch.device) -> dict[str, Any]:
@@ -272,6 +287,8 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "layerlab-user-elu": lambda *a: run_layerlab(*a, user_elu=True),
     "bare": run_bare,
     "compiled": lambda *a: run_plain(*a, compiled=True),
+    "compiled-graphs": lambda *a: run_plain(*a, compiled="reduce-overhead"),
+    "layerlab-eager": lambda *a: run_layerlab(*a, cuda_graphs=False),
     "mlp-plain": lambda *a: run_plain(*a, mlp=True),
     "mlp-layerlab": run_mlp_layerlab,
 }
@@ -303,7 +320,8 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
             res["round"] = r + 1
             runs[c].append(res)
             echo(f"  round {r + 1}/{rounds} {c:<18} {res['ms_per_iteration']:7.2f} ms/iteration"
-                 f"  test accuracy {res['accuracy']:.4f}")
+                 f"  test accuracy {res['accuracy']:.4f}"
+                 + (f"  ({res['step']})" if res.get("step", "eager").startswith("CUDA") else ""))
     summary = {c: dict(median_ms_per_iteration=common.median([x["ms_per_iteration"] for x in v]),
                        median_accuracy=common.median([x["accuracy"] for x in v]),
                        accuracies=[x["accuracy"] for x in v],
@@ -330,7 +348,13 @@ def benchmark(contenders: list[str], epochs: int, rounds: int, seed: int,
               "layerlab / bare (1 + overhead)": ratio("layerlab", "bare"),
               "compiled / layerlab (speed-up over torch.compile)": ratio("compiled", "layerlab"),
               "plain / compiled (torch.compile's speed-up)": ratio("plain", "compiled"),
-              "mlp-plain / mlp-layerlab (deep MLP speed-up)": ratio("mlp-plain", "mlp-layerlab")}
+              "mlp-plain / mlp-layerlab (deep MLP speed-up)": ratio("mlp-plain", "mlp-layerlab"),
+              "plain / layerlab-eager (speed-up without CUDA graphs)":
+                  ratio("plain", "layerlab-eager"),
+              "layerlab-eager / layerlab (CUDA graphs' speed-up)":
+                  ratio("layerlab-eager", "layerlab"),
+              "compiled-graphs / layerlab (speed-up over torch.compile "
+              "reduce-overhead)": ratio("compiled-graphs", "layerlab")}
     return dict(runs=runs, summary=summary,
                 ratios={k: v for k, v in ratios.items() if v is not None})
 
@@ -444,15 +468,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.epochs = args.epochs or (3 if args.quick else 30)
     args.rounds = args.rounds or 3
+    device = common.pick_device(args.device)
     if args.contenders is None:
-        args.contenders = ",".join(QUICK_CONTENDERS if args.quick else DEFAULT_CONTENDERS)
+        args.contenders = ",".join(QUICK_CONTENDERS if args.quick else
+                                   GPU_CONTENDERS if device.type == "cuda" else
+                                   DEFAULT_CONTENDERS)
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     bad = [c for c in args.contenders if c not in CONTENDERS]
     if bad:
         p.error(f"unknown contender(s) {bad}; choose from {list(CONTENDERS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = common.pick_device(args.device)
     if args.memory_child:
         import json
         print(json.dumps(memory_child(args.memory_child, args.epochs, args.seed, device)))

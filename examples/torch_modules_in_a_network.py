@@ -39,8 +39,10 @@ def main() -> None:
     # The network is an nn.Module: one more epoch in a plain PyTorch loop.
     # net(X) in training mode is the softmax's output (the loss layer's
     # input); net.loss(Y, T) is the loss layer's loss.
-    X = torch.as_tensor(XTrain, dtype=torch.float32)
-    T = net.output_layer.prepare_targets(YTrain, len(X))
+    # (train_network leaves the network where it trained: a GPU when there is one)
+    device = next(net.parameters()).device
+    X = torch.as_tensor(XTrain, dtype=torch.float32).to(device)
+    T = net.output_layer.prepare_targets(YTrain, len(X)).to(device)
     sgd = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     net.train()
     for start in range(0, len(X) - 127, 128):

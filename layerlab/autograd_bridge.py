@@ -168,8 +168,10 @@ class _HandWrittenBackward(torch.autograd.Function):
         # rest of the bridge); forward takes no keywords or defaults, so
         # binding changes nothing: go straight to the C++ apply, as
         # Function.apply does after binding, unless a torch.func transform
-        # is active (then Function.apply's own route).
-        if _unwrap_if_dead is None or torch._C._are_functorch_transforms_active():
+        # is active or torch.compile is tracing (then Function.apply's own
+        # route: Dynamo before PyTorch 2.12 cannot trace the short cut).
+        if (_unwrap_if_dead is None or torch._C._are_functorch_transforms_active()
+                or torch.compiler.is_compiling()):
             return super().apply(*args)
         return super(torch.autograd.Function, cls).apply(
             *(_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args))

@@ -179,6 +179,18 @@ class Layer(torch.nn.Module):
       for a backward that is not (NumPy, ``.item()``, detached results):
       second derivatives then raise a clear :class:`LayerError` instead of
       giving a wrong number.
+    * ``capturable`` (default False): ``predict``, ``forward`` and
+      ``backward`` are pure tensor computations: they never read a tensor's
+      value on the host (``.item()``, ``bool(t)``, ``.cpu()``, NumPy), draw
+      no host-side random numbers, and change no Python state from call to
+      call (counters, lists; in-place updates of a :class:`State` tensor are
+      fine), and their control flow depends on sizes only. Training on a
+      GPU then records a whole training step once as a CUDA graph and
+      replays it each iteration (one launch instead of hundreds; see
+      ``training_options(cuda_graphs=...)``). A replay re-runs only the
+      recorded GPU work, so a layer that is not capturable but says it is
+      would silently repeat the first step's Python decisions; the default
+      is therefore False, and every built-in layer sets it to True.
     * ``use_autograd`` (default False; also per instance,
       ``layer.use_autograd = True``): ignore the hand-written ``backward``
       and let autograd differentiate ``forward``. Forward-mode AD
@@ -222,6 +234,7 @@ class Layer(torch.nn.Module):
     is_stochastic: bool = False
     backward_uses: tuple[str, ...] = ("X", "Z", "memory")
     backward_is_differentiable: bool = True
+    capturable: bool = False
     use_autograd: bool = False
 
     def __new__(cls, *args, **kwargs):

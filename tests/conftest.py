@@ -14,6 +14,20 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _auto_trains_on_the_cpu(monkeypatch):
+    """The suite's expectations are the CPU's (hand computations compared
+    with CPU tensors, bit-exact resumes, "Training on CPU."): on a machine
+    with a GPU, execution_environment="auto" trains on the CPU in tests.
+    tests/test_gpu.py asks for the GPU by name ("gpu"); subprocesses (the
+    demo, the examples) use the GPU as a user's run would."""
+    if torch.cuda.is_available():
+        from layerlab.training import trainer
+        chosen = trainer.select_device
+        monkeypatch.setattr(trainer, "select_device",
+                            lambda env: chosen("cpu" if env == "auto" else env))
+
+
 @pytest.fixture
 def one_thread():
     """One PyTorch thread for a test that trains many tiny ops: two threads

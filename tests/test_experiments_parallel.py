@@ -59,6 +59,15 @@ def quiet():
     return open(os.devnull, "w")
 
 
+@pytest.fixture
+def forked_workers():
+    """Workers that run closures are forked; once CUDA is initialised in
+    this process (an earlier test on a GPU machine) they are spawned, and a
+    closure cannot be sent to a spawned worker (tested below)."""
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA is initialised in this test process: workers are spawned")
+
+
 # ---------------------------------------------------------------------------
 # parallel runs
 # ---------------------------------------------------------------------------
@@ -80,7 +89,23 @@ def test_two_workers_give_the_rows_of_a_sequential_run(tmp_path, capsys):
     assert "in 2 worker processes, 1 PyTorch thread(s) each" in report
 
 
-def test_workers_run_closures_and_auto_picks_one_per_core(tmp_path):
+def test_after_cuda_workers_are_spawned_and_need_a_module_level_run(tmp_path, monkeypatch):
+    """A forked child cannot run autograd once the parent used CUDA: the
+    workers are spawned then (CUDA's use faked here), a module-level run
+    works, and a closure is refused with a message that says why."""
+    from layerlab.experiments.runner import WorkerProcesses
+    assert WorkerProcesses.start_method() == "fork"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert WorkerProcesses.start_method() == "spawn"
+    seq = toy_study(repeats=1).run(stream=quiet(), workers=1)
+    par = toy_study(repeats=1).run(stream=quiet(), workers=2, threads=1)
+    assert par.values("wide", "loss").tolist() == seq.values("wide", "loss").tolist()
+    with pytest.raises(ll.OptionError, match=r"used CUDA .*spawned.*picklable run function"):
+        toy_study(lambda width, seed: {"loss": 1.0, "first": 0.0}, repeats=1).run(
+            stream=quiet(), workers=2, threads=1)
+
+
+def test_workers_run_closures_and_auto_picks_one_per_core(tmp_path, forked_workers):
     offset = 10.0
 
     def run(width, seed):                   # a closure: workers inherit it
@@ -93,7 +118,7 @@ def test_workers_run_closures_and_auto_picks_one_per_core(tmp_path):
         "in one process" if cores == 1 else f"in {min(cores, 6)} worker processes")
 
 
-def test_a_killed_worker_is_reported_and_its_run_retried(tmp_path):
+def test_a_killed_worker_is_reported_and_its_run_retried(tmp_path, forked_workers):
     marker = tmp_path / "killed-once"
 
     def run(width, seed):
@@ -119,7 +144,7 @@ def test_a_killed_worker_is_reported_and_its_run_retried(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_run_failing_twice_is_reported_missing_not_dropped(tmp_path, workers):
+def test_a_run_failing_twice_is_reported_missing_not_dropped(tmp_path, workers, forked_workers):
     calls = tmp_path / "calls"
 
     def run(width, seed):
@@ -192,7 +217,7 @@ def interactive_ctrl_c():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path, interactive_ctrl_c):
+def test_ctrl_c_stops_the_workers_and_keeps_their_finished_runs(tmp_path, interactive_ctrl_c, forked_workers):
     out = str(tmp_path / "out")
     pids = tmp_path / "sleeper"
 

@@ -147,3 +147,25 @@ def test_nonfinite_loss_names_iteration_and_first_bad_layer():
     with pytest.raises(ll.TrainingError, match=r"iteration 3 .*'bad' \(NaNAfterTwoSteps\)"):
         # check_layers=False: the layer is deliberately broken
         ll.train_network(X, Y, layers, _opts(check_layers=False))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_deferred_nonfinite_guard_names_the_first_bad_iteration(tmp_path, verbose):
+    """The GPU's guard (losses read at table rows and epoch ends, never each
+    iteration), forced on the CPU: iteration 3 is named although the check
+    runs later, and the epoch's checkpoint with NaN weights is not written."""
+    from layerlab.training.trainer import TrainingRun
+    X, Y = _data()   # 128 observations, 8 iterations an epoch
+    layers = [ll.FeatureInput(4), ll.FullyConnected(8, name="fc1"), NaNAfterTwoSteps(name="bad"),
+              ll.ReLU(), ll.FullyConnected(2), ll.Softmax(), ll.Classification()]
+    run = TrainingRun.create(X, Y, layers, _opts(check_layers=False, verbose=verbose,
+                                                 verbose_frequency=6,
+                                                 checkpoint_path=str(tmp_path)),
+                             stream=io.StringIO())
+    run.check_each_iteration = False
+    found = 6 if verbose else 8   # the first table row after it, else the epoch's end
+    with pytest.raises(ll.TrainingError,
+                       match=rf"iteration 3 \(epoch 1\): the mini-batch loss is nan\. "
+                             rf".*found at iteration {found}\)"):
+        run.run()
+    assert not list(tmp_path.iterdir())

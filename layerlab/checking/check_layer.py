@@ -232,7 +232,8 @@ def check_layer(layer: Layer | torch.nn.Module, input_size, *,
       against its finite differences; fails unless the layer declares
       ``backward_is_differentiable = False``.
     * ``low_precision``: float16 and bfloat16 keep their type and agree
-      with float32 within the format's tolerance.
+      with float32 within the format's tolerance (for a stochastic layer,
+      whose draws differ between formats on a GPU, predict only).
     * ``save_load``: a round trip through :func:`layerlab.save` and
       :func:`layerlab.load`.
     * ``compile``: ``torch.compile`` agrees with eager in training and

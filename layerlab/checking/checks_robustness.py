@@ -322,6 +322,10 @@ def check_low_precision(s: Subject) -> CheckResult:
     name = "low_precision"
     X64 = s.inputs(NUM_OBSERVATIONS)
     problems, ran, skipped = [], [], []
+    # a stochastic layer's draws depend on the format on a GPU (the same seed
+    # gives other numbers in float16): its training output and derivatives are
+    # checked for format and finiteness, predict's output for its values too
+    stochastic = bool(getattr(s.base, "is_stochastic", False))
     for dtype, rtol in LOW_PRECISION_RTOL.items():
         dt = str(dtype).replace("torch.", "")
         X = tuple(x.to(dtype) for x in X64)
@@ -355,6 +359,8 @@ def check_low_precision(s: Subject) -> CheckResult:
                 problems.append(f"{dt} in: {what} is {_first_non_finite([a])} (float32: "
                                 f"finite)")
                 continue
+            if stochastic and what != "predict's output":
+                continue
             scale = float(b.abs().max()) if b.numel() else 0.0
             err = float((a.float() - b).abs().max()) if b.numel() else 0.0
             if err > rtol * max(scale, 1e-3):
@@ -370,6 +376,9 @@ def check_low_precision(s: Subject) -> CheckResult:
            f"float32 (" + ", ".join(f"{str(d).replace('torch.', '')} within {r:g}"
                                    for d, r in LOW_PRECISION_RTOL.items()
                                    if str(d).replace('torch.', '') in ran) + ")")
+    if stochastic:
+        msg += ("; the training output and derivatives for format and finiteness only: "
+                "the layer declares is_stochastic")
     if skipped:
         msg += "; skipped " + "; ".join(skipped)
     return CheckResult(name, PASSED, msg)

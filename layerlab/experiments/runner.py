@@ -237,17 +237,27 @@ class WorkerProcesses:
     """``workers`` local processes, each with ``threads`` PyTorch threads
     (default: ``cores // workers``). Workers are forked where the platform
     can (they inherit the study, so its run function need not be
-    picklable); elsewhere they are spawned and the run function must be
-    picklable (a module-level function)."""
+    picklable); elsewhere, and once this process has used CUDA (a forked
+    child cannot run autograd after that: PyTorch raises in it), they are
+    spawned and the run function must be picklable (a module-level
+    function)."""
 
     def __init__(self, workers: int, threads: int | None = None):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise OptionError(f"Study workers: expected an integer >= 1, got {workers!r}")
         self.workers = workers
         self.threads = threads or threads_per_worker(workers)
-        methods = multiprocessing.get_all_start_methods()
-        self.ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._pool: list[_Worker] = []
+
+    @staticmethod
+    def start_method() -> str:
+        """"fork" where the platform has it and CUDA is not initialised
+        in this process, else "spawn" (decided when the workers start)."""
+        import torch
+        if "fork" in multiprocessing.get_all_start_methods() and \
+                not torch.cuda.is_initialized():
+            return "fork"
+        return "spawn"
 
     def describe(self) -> str:
         return (f"in {self.workers} worker processes, {self.threads} PyTorch thread(s) each "
@@ -256,7 +266,21 @@ class WorkerProcesses:
     def run(self, run_fn, tasks: Sequence[Task]) -> Iterator[Outcome]:
         retrier = _Retrier(tasks)
         n = min(self.workers, len(tasks))
-        self._pool = [_Worker(self.ctx, run_fn, self.threads) for _ in range(n)]
+        method = self.start_method()
+        self.ctx = multiprocessing.get_context(method)
+        try:
+            for _ in range(n):
+                self._pool.append(_Worker(self.ctx, run_fn, self.threads))
+        except Exception as exc:  # noqa: BLE001 - spawn pickles the run function
+            self.close()
+            if method != "spawn":
+                raise
+            why = ("this process has used CUDA (a forked child cannot run autograd after "
+                   "that), so they are spawned" if "fork" in
+                   multiprocessing.get_all_start_methods() else "this platform spawns them")
+            raise OptionError(f"Study workers: {why}, and a spawned worker needs a picklable "
+                              f"run function (a module-level function, not a lambda or a "
+                              f"local function): {type(exc).__name__}: {exc}") from exc
         try:
             while retrier.queue or any(w.task for w in self._pool):
                 for w in self._pool:

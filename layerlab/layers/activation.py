@@ -31,6 +31,8 @@ _LOG2_E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
 class ReLU(Layer):
     r"""Rectified linear unit: :math:`Z = \max(0, X)`."""
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "relu"
 
     def __init__(self, name: str | None = None):
@@ -74,6 +76,8 @@ class ELU(Layer):
     backward is about 3x faster than the autograd composite written with
     clamp and exp, and keeps 2/3 of its bytes (``bench/layers.py``).
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "elu"
     # backward reads X (its sign) and the memory, never Z: Z is not kept
@@ -176,6 +180,8 @@ class LeakyReLU(Layer):
     Shape: ``(N, C, *)`` to the same. Learnable ``scale``: ``(C,)`` or ``(1,)``.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "leakyrelu"
     # PReLU creates one slope per channel once it knows the channels
     _per_channel = False
@@ -224,8 +230,10 @@ class LeakyReLU(Layer):
         Z = self.predict(X)
         if self.is_learnable("scale"):
             return Z, None
-        # a fixed scale needs only the mask [X > 0]: one byte per element
-        return Z, torch.gt(X, 0).view(torch.uint8)
+        # a fixed scale needs only the mask [X > 0]: one byte per element (a
+        # bool tensor: torch.func's vmap has no rule for viewing it as uint8
+        # before PyTorch 2.12)
+        return Z, torch.gt(X, 0)
 
     @property
     def backward_uses(self):
@@ -290,6 +298,8 @@ class CReLU(Layer):
     ``max(0, X_c)`` and channel ``C + c`` is ``max(0, -X_c)``.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "crelu"
 
     def __init__(self, name: str | None = None):
@@ -334,6 +344,8 @@ class Tanh(Layer):
     Shape: ``(N, *)`` to the same.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "tanh"
 
     def __init__(self, name: str | None = None):
@@ -349,6 +361,8 @@ class Sigmoid(Layer):
 
     Shape: ``(N, *)`` to the same.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "sigmoid"
 

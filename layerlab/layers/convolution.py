@@ -35,6 +35,8 @@ class Convolution2d(Layer):
     ``(F, C, kh, kw)`` and ``bias`` ``(F,)``.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "conv"
 
     def __init__(self, filter_size, num_filters: int, stride=1, padding=0,

@@ -27,6 +27,8 @@ class DenseLayer(Layer):
     and flattens an input.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     @property
     def weight_rows(self) -> int:  # pragma: no cover - every subclass says
         raise NotImplementedError

@@ -46,6 +46,8 @@ class Dropout(Layer):
     Shape: ``(N, *)`` to the same.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "dropout"
     differs_in_training = True
     is_stochastic = True
@@ -79,6 +81,8 @@ class SpatialDropout(Layer):
 
     Shape: ``(N, C, *)`` to the same (one mask value per ``(n, c)``).
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "spatialdropout"
     differs_in_training = True

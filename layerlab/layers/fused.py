@@ -88,6 +88,8 @@ class BatchNormELU(Layer):
     ``(C,)`` or ``(1,)``; state: the batch normalization's.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "batchnorm_elu"
     differs_in_training = True
     couples_observations = True
@@ -267,6 +269,8 @@ class ConvBatchNormELU(Layer):
     ``convolution.weights``, ``convolution.bias``, ``batchnorm.offset``,
     ``batchnorm.scale`` and (ELU) ``activation.alpha``.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "conv_batchnorm_elu"
     differs_in_training = True

@@ -29,6 +29,8 @@ class ImageInput(InputLayer):
     Shape: input ``(N, C, H, W)``, output the same.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "imageinput"
 
     NORMALIZATIONS = ("zerocenter", "none")
@@ -96,6 +98,8 @@ class FeatureInput(InputLayer):
     Shape: input ``(N, C)``, output the same. State ``mean`` and ``std``,
     ``(C,)``, when normalizing.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "featureinput"
 

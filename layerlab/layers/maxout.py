@@ -40,8 +40,9 @@ class Maxout(Layer):
         \qquad j^*_{n,c} = \operatorname{argmax}_j X_{n,ck+j}
 
     (the first winning piece when several are equal). The training forward
-    keeps the winners :math:`j^*` as its memory, one byte each (``uint8``
-    for up to 256 pieces): a k-th of X's size in elements and a quarter in
+    keeps the winners :math:`j^*` as its memory, one byte each (``bool``
+    for two pieces, ``uint8`` for up to 256): a k-th of X's size in elements
+    and a quarter in
     bytes, instead of X and Z, which is all that training keeps for the
     backward (``backward_uses``).
 
@@ -50,6 +51,8 @@ class Maxout(Layer):
 
     Shape: ``(N, C*k, *)`` to ``(N, C, *)``.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "maxout"
 
@@ -78,7 +81,7 @@ class Maxout(Layer):
         if self.num_pieces == 2:
             # the common case, fast: max with indices costs 10x amax on CPU;
             # strict > sends ties to the first piece
-            winner = torch.gt(Xg[:, :, 1], Xg[:, :, 0]).view(torch.uint8)
+            winner = torch.gt(Xg[:, :, 1], Xg[:, :, 0])   # bool: one byte, vmap-able
             return Xg.amax(dim=2), winner
         Z, winner = Xg.max(dim=2)                  # the first maximum on ties
         return Z, winner.to(torch.uint8) if self.num_pieces <= 256 else winner

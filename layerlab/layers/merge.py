@@ -30,6 +30,8 @@ class Addition(Layer):
     Shape: ``k`` inputs of the same size ``(N, *S)`` to ``(N, *S)``.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "add"
 
     def __init__(self, num_inputs: int = 2, name: str | None = None):
@@ -67,6 +69,8 @@ class Concatenation(Layer):
     Shape: inputs ``(N, C_i, *S)`` to ``(N, sum_i C_i, *S)`` for ``dim=1``;
     all other sizes must agree.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "concat"
 

@@ -26,6 +26,8 @@ class _AffinePerChannel(Layer):
     """Shared by the normalization layers: learnable ``offset`` (beta) and
     ``scale`` (gamma) of shape ``(C,)``, created when ``C`` is known."""
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     def _init_affine(self, num_channels, offset_initializer, scale_initializer) -> None:
         kind = type(self).__name__
         initializers.check_initializer(offset_initializer, f"{kind} offset_initializer")

@@ -21,6 +21,8 @@ class Softmax(Layer):
     Shape: ``(N, K)`` to ``(N, K)``.
     """
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     default_name = "softmax"
 
     def __init__(self, name: str | None = None):
@@ -45,6 +47,8 @@ class Classification(OutputLayer):
     the softmax's input with ``F.cross_entropy`` (the same value, more
     accurate and faster).
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "classoutput"
 
@@ -94,6 +98,8 @@ class Regression(OutputLayer):
     Shape: responses ``(N, R)`` (or ``(N, *S)``); targets ``(N,)`` for one
     response or ``(N, R)``.
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "regressionoutput"
     metric_name = "RMSE"

@@ -14,6 +14,8 @@ __all__ = ["MaxPooling2d", "AveragePooling2d", "GlobalAveragePooling2d"]
 class _Pooling2d(Layer):
     """Pool size, stride and padding, and the size checks."""
 
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
     def __init__(self, pool_size, stride, padding, name, kind_name):
         super().__init__(name=name, type=kind_name)
         kind = self.__class__.__name__
@@ -110,6 +112,8 @@ class GlobalAveragePooling2d(Layer):
     Shape: ``(N, C, H, W)`` to ``(N, C, 1, 1)`` (a following
     :class:`~layerlab.layers.dense.FullyConnected` flattens it).
     """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
 
     default_name = "gap"
 

@@ -148,18 +148,21 @@ class Network(torch.nn.Module):
         outputs: list[tuple[torch.Tensor, ...]] = []
         was_training = self.training
         self.eval()
+        # layers already holding learnables (e.g. a trained network's, on a
+        # GPU) set the device: the probe runs there, new layers move there
+        p = next(iter(self.parameters()), None)
+        device = p.device if p is not None else None
         try:
             with torch.no_grad():
                 for i, (layer, srcs) in enumerate(zip(self.layers, self._plan)):
                     if isinstance(layer, InputLayer):
-                        x = torch.zeros((2, *layer.input_size))
+                        x = torch.zeros((2, *layer.input_size), device=device)
                         xs = (x,)
                     else:
                         xs = tuple(outputs[j][k] for j, k in srcs)
                     where = "" if not srcs else " from " + ", ".join(
                         f"'{self.layers[j].name}'" for j, _ in srcs)
-                    p = next(iter(self.parameters()), None)
-                    z = probe_layer(layer, xs, p.device if p is not None else None, where)
+                    z = probe_layer(layer, xs, device, where)
                     outputs.append(z)
                     self.sizes[layer.name] = tuple(tuple(t.shape[1:]) for t in z)
         finally:
@@ -327,6 +330,14 @@ def _has_hooks(layer: torch.nn.Module) -> bool:
                 or getattr(layer, "_backward_pre_hooks", None))
 
 
+def _global_hooks() -> bool:
+    """Whether a hook is registered on every module
+    (``torch.nn.modules.module.register_module_forward_hook`` and kin)."""
+    return bool(_hooks._global_forward_hooks or _hooks._global_forward_pre_hooks
+                or _hooks._global_backward_hooks
+                or getattr(_hooks, "_global_backward_pre_hooks", None))
+
+
 def _may_fuse(layers) -> bool:
     """Whether a fused run of layers may run now: all in the same mode, none
     asked to use autograd, no hook (on one of them or on every module) that
@@ -334,9 +345,7 @@ def _may_fuse(layers) -> bool:
     mode = layers[0].training
     return (all(l.training == mode and not l.use_autograd and not _has_hooks(l)
                 for l in layers)
-            and not (_hooks._global_forward_hooks or _hooks._global_forward_pre_hooks
-                     or _hooks._global_backward_hooks
-                     or getattr(_hooks, "_global_backward_pre_hooks", None)))
+            and not _global_hooks())
 
 
 def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:

@@ -78,6 +78,12 @@ class TrainingOptions:
       :mod:`layerlab.monitoring`), at iteration 1 and every
       ``monitor_frequency`` iterations (default 50); kept in
       ``info.layer_statistics``, written to ``log_dir`` when set.
+    * ``cuda_graphs`` (default True): on a GPU, record the training step
+      (forward, loss, backward, update, metric) once as a CUDA graph and
+      replay it each iteration, when every layer declares ``capturable``
+      and nothing acts inside the step (hooks, the monitor, mixed
+      precision, DDP; solver "sgdm"); see :mod:`layerlab.training.cuda_graph`.
+      The same arithmetic as the eager step; False always runs eagerly.
     """
 
     solver: str = "sgdm"
@@ -117,6 +123,8 @@ class TrainingOptions:
     # seeing inside training (see layerlab/monitoring)
     monitor: Any = None
     monitor_frequency: int = 50
+    # a GPU's step as a CUDA graph (see layerlab/training/cuda_graph.py)
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.initial_learn_rate is None:
@@ -155,9 +163,10 @@ def validate(opts: TrainingOptions) -> None:
     check_schedule_spec(opts.learn_rate_schedule)
     _number(opts, "learn_rate_drop_factor", 0, 1)
     _number(opts, "learn_rate_drop_period", 1, integer=True)
-    if not isinstance(opts.verbose, bool):
-        raise OptionError(f"training option 'verbose': expected True or False, "
-                          f"got {opts.verbose!r}")
+    for name in ("verbose", "cuda_graphs"):
+        if not isinstance(getattr(opts, name), bool):
+            raise OptionError(f"training option '{name}': expected True or False, "
+                              f"got {getattr(opts, name)!r}")
     _number(opts, "verbose_frequency", 1, integer=True)
     _choice(opts, "execution_environment", ("auto", "cpu", "gpu", "parallel", "multi-gpu"))
     if opts.seed is not None:

@@ -30,6 +30,17 @@ class SGDM(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        # one 0-d tensor per group holding -lr, on the parameters' device,
+        # once a CUDA graph records the step (see use_learn_rate_tensors)
+        self.negative_lr: list[torch.Tensor] | None = None
+
+    def use_learn_rate_tensors(self) -> None:
+        """Read each group's learning rate from a device tensor rather than
+        a Python float, so that a step recorded as a CUDA graph follows the
+        schedule: :func:`set_base_learn_rate` writes the tensors (no host
+        synchronisation), and a replay reads them."""
+        self.negative_lr = [torch.full((), -float(g["lr"]), device=g["params"][0].device)
+                            for g in self.param_groups]
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -37,7 +48,7 @@ class SGDM(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -51,9 +62,14 @@ class SGDM(torch.optim.Optimizer):
             # v = m v - lr g - lr l2 W, W = W + v: four in-place multi-tensor
             # kernels, no temporary (the L2 term is added to v, not to g)
             torch._foreach_mul_(vel, group["momentum"])
-            torch._foreach_add_(vel, grads, alpha=-group["lr"])
-            if group["weight_decay"]:
-                torch._foreach_add_(vel, params, alpha=-group["lr"] * group["weight_decay"])
+            if self.negative_lr is None:
+                torch._foreach_add_(vel, grads, alpha=-group["lr"])
+                if group["weight_decay"]:
+                    torch._foreach_add_(vel, params, alpha=-group["lr"] * group["weight_decay"])
+            else:   # v += (-lr) (g + l2 W), -lr read from the device
+                step = (torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                        if group["weight_decay"] else grads)
+                torch._foreach_add_(vel, torch._foreach_mul(step, self.negative_lr[k]))
             torch._foreach_add_(params, vel)
         return loss
 
@@ -85,5 +101,9 @@ def make_optimizer(net: Network, opts: TrainingOptions) -> torch.optim.Optimizer
 
 
 def set_base_learn_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_factor", 1.0)
+    negative_lr = getattr(optimizer, "negative_lr", None)
+    for k, group in enumerate(optimizer.param_groups):
+        new = lr * group.get("lr_factor", 1.0)
+        if negative_lr is not None and new != group["lr"]:
+            negative_lr[k].fill_(-new)   # a kernel launch, no host synchronisation
+        group["lr"] = new

@@ -29,6 +29,7 @@ from . import distributed
 from .checkpoint import checkpoint_state, read_checkpoint, restore_network, restore_optimizer, \
     restore_rng
 from .clipping import clip_gradients
+from .cuda_graph import GraphedStep, why_not_graphed
 from .history import History
 from .host_memory import keep_freed_memory
 from .listeners import (CheckpointListener, Listener, OutputFnListener, PlotListener, Step,
@@ -74,6 +75,8 @@ class TrainingInfo:
         layer_statistics: with ``training_options(monitor=...)``, the
             per-layer statistics (:class:`~layerlab.monitoring.LayerStatistics`),
             else None.
+        step: how the steps ran: "CUDA graph (N replays)" on a GPU when the
+            step was recorded (:mod:`.cuda_graph`), else "eager: <why>".
     """
 
     training_loss: np.ndarray
@@ -91,6 +94,7 @@ class TrainingInfo:
     plot_path: str | None = None
     history: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     layer_statistics: Any = None
+    step: str = "eager"
 
     @property
     def training_accuracy(self) -> np.ndarray:
@@ -341,6 +345,18 @@ class TrainingRun:
         self.precision = Precision(opts.precision, self.device)
         self.early_stopping = EarlyStopping(
             opts.validation_patience, keep_best=opts.output_network == "best-validation-loss")
+        # The non-finite-loss guard. On the CPU each iteration's loss is checked
+        # before the update (free there), so NaN never reaches the weights and
+        # the failing layer can be found. On a GPU that read would stall the
+        # queue every iteration: the losses recorded on the device are checked
+        # at each table row and at each epoch's end instead (one read), and the
+        # error names the first non-finite iteration. Under DDP the check is at
+        # the table rows, on the mean over the processes (see _report).
+        self.check_each_iteration = ctx is None and self.device.type == "cpu"
+        self._checked_upto = 0   # iterations whose losses the deferred guard has seen
+        # the step as a CUDA graph (set in run(), once the listeners are known)
+        self.graphed: GraphedStep | None = None
+        self.graph_status = "not started"
 
     def _add_standard_listeners(self) -> None:
         opts = self.options
@@ -458,6 +474,7 @@ class TrainingRun:
         net.train()
         if self.device.type == "cpu":
             keep_freed_memory()   # no page faults for each step's tensors
+        self._prepare_graph()
         self._start = time.perf_counter() - self.time_before
         if self._emit("on_start"):
             self.stop_reason = "output-fn"
@@ -467,12 +484,33 @@ class TrainingRun:
                     break
                 if self._run_epoch(epoch):
                     break
+                self._check_recorded_losses()   # before listeners save this epoch's network
                 self.epoch = epoch
                 self._emit("on_epoch_end", epoch)
         except BaseException:
             self._emit("on_abort")
             raise
         return self._finish()
+
+    def _prepare_graph(self) -> None:
+        """Record the step as a CUDA graph when it may be (see
+        :mod:`.cuda_graph`); ``graph_status`` says why not otherwise."""
+        opts = self.options
+        inside = self._listeners_of("on_batch_start") + self._listeners_of("on_gradients")
+        reason = why_not_graphed(self.net, self.optimizer, device=self.device,
+                                 enabled=opts.cuda_graphs, distributed=self.ctx is not None,
+                                 mixed_precision=self.precision.enabled,
+                                 step_listeners=inside)
+        if reason is not None:
+            self.graph_status = f"eager: {reason}"
+            return
+
+        def eager_step(xb, tb):
+            return train_step(self.model, self.net, self.optimizer, xb, tb, opts, self.params,
+                              False, self.precision)
+
+        self.graphed = GraphedStep(self.optimizer, eager_step, self.output_layer.metric)
+        self.graph_status = "CUDA graph"
 
     def _run_epoch(self, epoch: int) -> bool:
         """One epoch's iterations; True when training stopped in it."""
@@ -490,8 +528,9 @@ class TrainingRun:
             rows = ((lambda size: ctx.shard(0, size)) if self.source.own_batching
                     else (lambda b: ctx.shard(b * B, (b + 1) * B)))
         # with DDP a rank that raised alone would leave the others waiting in a
-        # collective; there the check happens at the table rows (all ranks) instead
-        check_finite = ctx is None
+        # collective; there the check happens at the table rows (all ranks) instead;
+        # on a GPU it is deferred to the rows and epoch ends (check_each_iteration)
+        check_finite = self.check_each_iteration
         batches = self.source.epoch_batches(
             self.order, B, self.per_epoch, epoch, self.targets, self.device, rows=rows,
             seed=self.data_seed, encode=self.output_layer.prepare_targets)
@@ -506,16 +545,24 @@ class TrainingRun:
             it = self.iteration + 1
             for l in starts:
                 l.on_batch_start(self, it)
-            on_gradients = functools.partial(self._tell_gradients, grads, it) if grads else None
-            try:
-                loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
-                                      self.params, check_finite, self.precision, on_gradients)
-            except _NonFiniteLoss as bad:
-                raise _nonfinite_error(self.net, xb, bad.value, self.iteration + 1,
-                                       epoch) from None
-            with torch.no_grad():
-                Yb = Yb.detach()
-                metric = self.output_layer.metric(Yb, tb)
+            graphed = (self.graphed.step(xb, tb)
+                       if self.graphed is not None and self.graphed.active else None)
+            if graphed is not None:
+                # the graph's outputs are overwritten by the next replay
+                loss, Yb, metric = graphed[0].clone(), graphed[1], graphed[2].clone()
+            else:
+                on_gradients = (functools.partial(self._tell_gradients, grads, it) if grads
+                                else None)
+                try:
+                    loss, Yb = train_step(self.model, self.net, self.optimizer, xb, tb, opts,
+                                          self.params, check_finite, self.precision,
+                                          on_gradients)
+                except _NonFiniteLoss as bad:
+                    raise _nonfinite_error(self.net, xb, bad.value, self.iteration + 1,
+                                           epoch) from None
+                with torch.no_grad():
+                    Yb = Yb.detach()
+                    metric = self.output_layer.metric(Yb, tb)
             if self._after_step(Step(epoch, self.iteration + 1, b + 1, lr, loss.detach(),
                                      metric, Yb, tb)):
                 return True
@@ -562,10 +609,41 @@ class TrainingRun:
                 bad_it = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
                 raise TrainingError(f"training stopped: the mini-batch loss became "
                                     f"non-finite at iteration {bad_it}")
+        else:
+            self._check_recorded_losses()
         step.report = True
         step.shown_loss, step.shown_metric = float(row[0]), float(row[1])
 
+    def _check_recorded_losses(self) -> None:
+        """The deferred non-finite guard (single device, not the CPU): one
+        read of whether any loss recorded since the last check is not finite;
+        a TrainingError naming the first such iteration if one is."""
+        start, end = self._checked_upto, self.iteration
+        if self.check_each_iteration or self.ctx is not None or end <= start:
+            return
+        self._checked_upto = end
+        finite = torch.isfinite(self.history.device_series("loss")[start:end])
+        if bool(finite.all()):
+            return
+        first = start + int(torch.nonzero(~finite)[0])   # 0-based
+        value = self.history.value("loss", first + 1)
+        epoch = int(self.history.series["epoch"][first])
+        raise TrainingError(
+            f"training stopped at iteration {first + 1} (epoch {epoch}): the mini-batch loss "
+            f"is {value}. On {self.device.type} the loss is checked at each table row and "
+            f"epoch's end (found at iteration {end}) so the device never waits for the "
+            f"host; the weights are no longer finite. Try a smaller initial_learn_rate or a "
+            f"gradient_threshold; on the CPU the layer at fault is named")
+
     def _finish(self) -> tuple[Network, TrainingInfo]:
+        self._check_recorded_losses()
+        if self.graphed is not None:
+            g = self.graphed
+            self.graph_status = (f"eager: the recording failed ({g.failure})" if g.failure else
+                                 f"CUDA graph ({g.replays} replays" +
+                                 (", then eager: a mini-batch of another size)"
+                                  if not g.active else ")"))
+            self.graphed = None   # the graph's memory goes with it
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.time_elapsed = self.elapsed()
@@ -602,6 +680,7 @@ class TrainingRun:
             training_loss=h.column("loss"), training_metric=h.column("metric") * scale,
             base_learn_rate=h.column("learn_rate"), epoch=h.column("epoch"),
             iterations=h.iterations, time_elapsed=self.time_elapsed, device=str(self.device),
+            step=self.graph_status,
             metric_name=self.output_layer.metric_name,
             validation_loss=h.column("validation_loss"),
             validation_metric=h.column("validation_metric") * scale,
