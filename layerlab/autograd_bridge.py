@@ -162,17 +162,19 @@ class _HandWrittenBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @classmethod
-    def apply(cls, *args):  # type: ignore[override]
-        # torch.autograd.Function.apply binds the arguments to forward's
-        # signature with inspect on every call (about 50 us, as much as the
-        # rest of the bridge); forward takes no keywords or defaults, so
-        # binding changes nothing: go straight to the C++ apply, as
-        # Function.apply does after binding, unless a torch.func transform
-        # is active or torch.compile is tracing (then Function.apply's own
-        # route: Dynamo before PyTorch 2.12 cannot trace the short cut).
+    def fast_apply(cls, *args):
+        """``apply(*args)`` without its argument binding.
+        torch.autograd.Function.apply binds the arguments to forward's
+        signature with inspect on every call (about 50 us, as much as the
+        rest of the bridge); forward takes no keywords or defaults, so
+        binding changes nothing: go straight to the C++ apply, as
+        Function.apply does after binding, unless a torch.func transform is
+        active or torch.compile is tracing: then Function.apply's own route
+        (a separate method rather than an override of ``apply``, which
+        Dynamo before PyTorch 2.12 cannot trace)."""
         if (_unwrap_if_dead is None or torch._C._are_functorch_transforms_active()
                 or torch.compiler.is_compiling()):
-            return super().apply(*args)
+            return cls.apply(*args)
         return super(torch.autograd.Function, cls).apply(
             *(_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args))
 
@@ -394,7 +396,7 @@ def _apply_hand_written(layer, X: tuple[torch.Tensor, ...], params: list[torch.T
     autograd Function, so forward and backward see the dtypes they see
     without mixed precision."""
     try:
-        out = _HandWrittenBackward.apply(layer, len(X), _Box(params), *X, *params)
+        out = _HandWrittenBackward.fast_apply(layer, len(X), _Box(params), *X, *params)
     except (NotImplementedError, RuntimeError) as exc:
         if "jvp" not in str(exc):
             raise

@@ -14,18 +14,22 @@ def _seed():
     np.random.seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _auto_trains_on_the_cpu(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _auto_trains_on_the_cpu():
     """The suite's expectations are the CPU's (hand computations compared
     with CPU tensors, bit-exact resumes, "Training on CPU."): on a machine
-    with a GPU, execution_environment="auto" trains on the CPU in tests.
+    with a GPU, execution_environment="auto" trains on the CPU in tests
+    (session-wide, so module-scoped fixtures that train see it too).
     tests/test_gpu.py asks for the GPU by name ("gpu"); subprocesses (the
     demo, the examples) use the GPU as a user's run would."""
-    if torch.cuda.is_available():
-        from layerlab.training import trainer
-        chosen = trainer.select_device
-        monkeypatch.setattr(trainer, "select_device",
-                            lambda env: chosen("cpu" if env == "auto" else env))
+    if not torch.cuda.is_available():
+        yield
+        return
+    from layerlab.training import trainer
+    chosen = trainer.select_device
+    trainer.select_device = lambda env: chosen("cpu" if env == "auto" else env)
+    yield
+    trainer.select_device = chosen
 
 
 @pytest.fixture

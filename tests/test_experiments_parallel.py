@@ -94,6 +94,7 @@ def test_after_cuda_workers_are_spawned_and_need_a_module_level_run(tmp_path, mo
     workers are spawned then (CUDA's use faked here), a module-level run
     works, and a closure is refused with a message that says why."""
     from layerlab.experiments.runner import WorkerProcesses
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert WorkerProcesses.start_method() == "fork"
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert WorkerProcesses.start_method() == "spawn"
