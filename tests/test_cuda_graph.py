@@ -62,6 +62,9 @@ def test_when_the_step_may_be_a_cuda_graph():
     assert "cuda_graphs=False" in _reason(net, enabled=False)
     assert "DDP" in _reason(net, distributed=True)
     assert "mixed precision" in _reason(net, mixed_precision=True)
+    assert "frozen" in why_not_graphed(net, None, **dict(
+        device=torch.device("cuda"), enabled=True, distributed=False, mixed_precision=False,
+        step_listeners=[]))
     adam = make_optimizer(net, ll.training_options("adam"))
     assert "Adam" in _reason(net, adam)
     assert "Monitor" in _reason(net, step_listeners=[type("Monitor", (), {})()])

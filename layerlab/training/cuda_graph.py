@@ -66,6 +66,8 @@ def why_not_graphed(net: Network, optimizer: Any, *, device: torch.device, enabl
         return "several processes (DDP)"
     if mixed_precision:
         return "mixed precision (the gradient scaler reads its overflow flag on the host)"
+    if optimizer is None:
+        return "every learnable is frozen (no update to record)"
     if not isinstance(optimizer, SGDM):
         return (f"solver {type(optimizer).__name__} (only SGDM reads its learning rate "
                 f"from the device)")
