@@ -95,6 +95,10 @@ class Network(torch.nn.Module):
         #: value between them; False runs every layer on its own
         self.fuse_layers = True
         self._fused = self._find_fusions()
+        # each fused run's own layers, for _may_fuse's per-call look (a slice
+        # of the ModuleList would build a new Module every step)
+        layers = list(self.layers)
+        self._fused_parts = {i: tuple(layers[i:end + 1]) for i, (end, _) in self._fused.items()}
 
     def _find_fusions(self) -> dict[int, tuple[int, Layer]]:
         """{i: (j, the layer computing layers i..j together)}. A layer whose
@@ -250,7 +254,7 @@ class Network(torch.nn.Module):
                 xs = tuple(values[j][k] if isinstance(values[j], tuple) else values[j]
                            for j, k in srcs)
             run = fused.get(i)
-            if run is not None and run[0] < stop and _may_fuse(self.layers[i:run[0] + 1]):
+            if run is not None and run[0] < stop and _may_fuse(self._fused_parts[i]):
                 i = run[0]
                 layer = self.layers[i]
                 z = values[i] = run_layer(run[1], xs, training=layer.training)

@@ -627,7 +627,7 @@ class TrainingRun:
             return
         first = start + int(torch.nonzero(~finite)[0])   # 0-based
         value = self.history.value("loss", first + 1)
-        epoch = int(self.history.series["epoch"][first])
+        epoch = int(self.history.value("epoch", first + 1))
         raise TrainingError(
             f"training stopped at iteration {first + 1} (epoch {epoch}): the mini-batch loss "
             f"is {value}. On {self.device.type} the loss is checked at each table row and "
