@@ -242,13 +242,11 @@ class _HandWrittenBackward(torch.autograd.Function):
         memory = _unflatten(ctx.mem_spec, mem) if mem is not None else None
         if torch.is_grad_enabled():   # backward is being differentiated
             X, Z, memory = _for_second_derivative(ctx, layer, X, Z, memory, W)
-        # object.__setattr__: nn.Module's costs ~7 us, and this runs every step
-        object.__setattr__(layer, "_needs", ctx.needs_input_grad[3:])
-        try:
-            with _Slots(layer, W):
-                dW = _user_code(layer, "backward", layer.backward, *X, *Z, *dLdZ, memory)
-        finally:
-            object.__setattr__(layer, "_needs", None)
+        with _Slots(layer, W):
+            # as layer.backward_with_needs, whose length check autograd's
+            # needs (one per input and learnable) do not need
+            dW = _user_code(layer, "backward", layer._backward_with,
+                            ctx.needs_input_grad[3:], (*X, *Z, *dLdZ, memory))
         dW = _check_gradients(layer, dW, ctx.shapes, ctx.n_in)
         _check_frozen_by_none(layer, dW, ctx.needs_input_grad[3:], ctx.n_in)
         return (None, None, None, *dW)
@@ -291,9 +289,12 @@ def _for_second_derivative(ctx, layer, X, Z, memory, W):
     finally:
         if rng is not None:
             rng.__exit__(None, None, None)
+        # through .data: the rerun's graph may hold a buffer (batch_norm
+        # saves the running statistics), and a copy that bumped its version
+        # would make that graph unusable (the fused chain's inner outputs)
         with torch.no_grad():
             for k, b in layer.named_buffers():
-                b.copy_(state[k])
+                b.data.copy_(state[k])
     Zs = _as_outputs(layer, Zr, "forward")
     return X, list(Zs) if ctx.keeps_z else Z, memory if ctx.keeps_memory else None
 

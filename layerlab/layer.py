@@ -74,6 +74,28 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
     return t
 
 
+def _named_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``list(module.named_parameters())``, the same names in the same order
+    (modules in pre-order), without ``nn.Module``'s generic member walk:
+    several times faster for the layers of layers (a fused chain) that
+    training asks every step. A parameter or module met twice (shared)
+    leaves it to ``named_parameters``, which lists each once."""
+    out: list[tuple[str, torch.Tensor]] = []
+    stack: list[tuple[str, torch.nn.Module]] = [("", module)]
+    while stack:
+        prefix, m = stack.pop()
+        for k, p in m._parameters.items():
+            if p is not None:
+                out.append((prefix + k, p))
+        if m._modules:
+            # children pushed last-first, so that they are visited in order
+            stack.extend((f"{prefix}{name}.", sub) for name, sub in reversed(m._modules.items())
+                         if sub is not None)
+    if len({id(p) for _, p in out}) != len(out):
+        return list(module.named_parameters())
+    return out
+
+
 @dataclasses.dataclass
 class Learnable:
     """Declares a learnable parameter: ``self.w = Learnable(value, ...)``.
@@ -359,6 +381,7 @@ class Layer(torch.nn.Module):
 
     def _submodule_parameters(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        plain_names = type(self)._submodule_learnable_name is Layer._submodule_learnable_name
         for mname, module in self._modules.items():
             if module is None:
                 continue
@@ -366,9 +389,13 @@ class Layer(torch.nn.Module):
             # the order named_parameters gives (several times faster, and
             # this runs for every training step of the layer)
             items = ((k, p) for k, p in module._parameters.items() if p is not None) \
-                if not module._modules else module.named_parameters()
-            for pname, p in items:
-                out[self._submodule_learnable_name(mname, pname)] = p
+                if not module._modules else _named_parameters(module)
+            if plain_names:
+                for pname, p in items:
+                    out[f"{mname}.{pname}"] = p
+            else:
+                for pname, p in items:
+                    out[self._submodule_learnable_name(mname, pname)] = p
         return out
 
     def _submodule_learnable_name(self, module_name: str, parameter_name: str) -> str:
@@ -474,6 +501,39 @@ class Layer(torch.nn.Module):
             return bool(needs[which])
         self._check_learnable(which)
         return bool(needs[self.num_inputs + self.learnable_names.index(which)])
+
+    def needed_gradients(self) -> tuple[bool, ...] | None:
+        """Inside ``backward``: every answer of :meth:`needs_gradient` at
+        once, one per input then one per learnable (in ``learnable_names``
+        order); ``None`` outside ``backward`` (every derivative needed).
+        A layer that runs other layers' backwards (a fused chain) reads its
+        own needs this way and hands each part its share with
+        :meth:`backward_with_needs`."""
+        needs = self._needs
+        return None if needs is None else tuple(bool(n) for n in needs)
+
+    def backward_with_needs(self, needs: Sequence[bool] | None, *args):
+        """``self.backward(*args)`` with :meth:`needs_gradient` answering from
+        ``needs`` (one bool per input then per learnable; ``None``: every
+        derivative needed): how the autograd bridge calls a hand-written
+        ``backward``, and how a fused layer calls its parts' (so a part
+        skips, say, the derivative of the network's input)."""
+        if needs is not None and len(needs) != self.num_inputs + len(self.learnable_names):
+            raise LayerError(
+                f"layer {self.label}: backward_with_needs expected "
+                f"{self.num_inputs + len(self.learnable_names)} needs (inputs, then "
+                f"learnables {self.learnable_names}), got {len(needs)}")
+        return self._backward_with(None if needs is None else tuple(needs), args)
+
+    def _backward_with(self, needs: tuple | None, args: tuple):
+        """:meth:`backward_with_needs` for a caller whose ``needs`` are
+        already the right length (the bridge's come from autograd)."""
+        # object.__setattr__: nn.Module's costs ~7 us, and this runs every step
+        object.__setattr__(self, "_needs", needs)
+        try:
+            return self.backward(*args)
+        finally:
+            object.__setattr__(self, "_needs", None)
 
     # ------------------------------------------------------------------
     # the user-facing computation

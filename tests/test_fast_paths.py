@@ -82,6 +82,67 @@ def test_sgdm_with_l2_in_the_velocity_matches_pytorch_sgd_at_constant_rate():
     torch.testing.assert_close(w1.detach(), w2.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("l2", [0.0, 1e-2])
+def test_sgdm_without_momentum_is_plain_sgd_and_keeps_no_velocity(l2):
+    """momentum 0 (the deep MLP study's plain SGD) takes the one-update path:
+    the same weights as PyTorch's SGD, no velocity state."""
+    torch.manual_seed(0)
+    w1 = torch.nn.Parameter(torch.randn(5))
+    w2 = torch.nn.Parameter(w1.detach().clone())
+    ours = ll.training.solvers.SGDM([w1], lr=0.05, momentum=0.0, weight_decay=l2)
+    ref = torch.optim.SGD([w2], lr=0.05, momentum=0.0, weight_decay=l2)
+    for _ in range(5):
+        g = torch.randn(5)
+        w1.grad, w2.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(w1.detach(), w2.detach(), rtol=1e-6, atol=1e-7)
+    assert "velocity" not in ours.state[w1]
+    ours.zero_grad()
+    assert w1.grad is None
+
+
+def test_sgdm_step_hooks_and_profiler_label_still_work():
+    """SGDM.step skips torch.optim's wrapper only while it has nothing to
+    do: step hooks (the optimizer's own and global) still run, and a
+    profiler still sees the step's label."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = ll.training.solvers.SGDM([w], lr=0.5, momentum=0.0)
+    calls = []
+    h1 = opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    h2 = opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    h3 = register_optimizer_step_post_hook(lambda o, a, k: calls.append("global"))
+    w.grad = torch.ones(3)
+    opt.step()
+    assert calls == ["pre", "post", "global"]
+    torch.testing.assert_close(w.detach(), torch.full((3,), 0.5))
+    for h in (h1, h2, h3):
+        h.remove()
+    calls.clear()
+    opt.step()
+    assert calls == [] and torch.equal(w.detach(), torch.zeros(3))
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#SGDM.step" for e in prof.events())
+
+
+def test_learnables_of_layers_of_layers_are_named_as_named_parameters_names_them():
+    """Layer._submodule_parameters' own walk (fused chains ask it every
+    step) gives named_parameters' names and order, shared modules once."""
+    from layerlab.layer import _named_parameters
+    shared = torch.nn.Linear(2, 2)
+    tree = torch.nn.Sequential(torch.nn.Linear(3, 2),
+                               torch.nn.Sequential(torch.nn.BatchNorm1d(2), shared),
+                               torch.nn.ModuleList([shared, torch.nn.Linear(2, 1)]))
+    assert [(n, id(p)) for n, p in _named_parameters(tree)] == \
+        [(n, id(p)) for n, p in tree.named_parameters()]
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ModuleList([torch.nn.Linear(2, 1)])))
+    assert [(n, id(p)) for n, p in _named_parameters(plain)] == \
+        [(n, id(p)) for n, p in plain.named_parameters()]
+
+
 def test_the_bridge_does_not_bind_arguments_with_inspect_each_step(monkeypatch):
     """torch.autograd.Function.apply binds its arguments with inspect.signature
     on every call (about 50 us); the bridge's apply skips it, outside

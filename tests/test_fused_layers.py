@@ -10,7 +10,8 @@ import torch
 import layerlab as ll
 from layerlab import kernels
 from layerlab.checking import check_layer
-from layerlab.layers.fused import BatchNormELU, ConvBatchNormELU
+from layerlab.layers.fused import BatchNormELU, ConvBatchNormELU, DenseBatchNormELU
+from layerlab.layers.fused_chain import DenseBatchNormELUChain, FusedChain
 from layerlab.network.network import Network
 
 
@@ -68,15 +69,25 @@ def test_fused_seed_network_matches_its_layers_run_alone(kernel, monkeypatch):
     torch.testing.assert_close(net(X), alone(X), rtol=1e-5, atol=1e-6)
 
 
-def test_fused_deep_mlp_with_frozen_shared_alpha_matches():
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch-ops"])
+def test_fused_deep_mlp_with_frozen_shared_alpha_matches(kernel, monkeypatch):
     from layerlab.experiments.deep_mlp_batchnorm import deep_mlp
+    if not kernel:
+        monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
     torch.manual_seed(0)
     net = Network(deep_mlp("ELU", batch_norm=True, depth=3))
-    assert len(net._fused) >= 3
+    # the three fully connected + batch norm + ELU blocks and the classifier
+    # after them: one chain
+    (end, fused), = net._fused.values()
+    assert list(net._fused) == [1] and end == 10
+    assert isinstance(fused, DenseBatchNormELUChain) and len(fused.parts) == 4
     alone = copy.deepcopy(net)
     alone.fuse_layers = False
     X, T = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
     _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    net.eval()
+    alone.eval()
+    torch.testing.assert_close(net(X), alone(X), rtol=1e-5, atol=1e-6)
 
 
 def test_relu_after_batch_norm_fuses_too():
@@ -265,3 +276,155 @@ def test_conv_batchnorm_elu_with_a_mismatched_batch_norm_is_a_clear_error():
                                           ll.ELU()))
     with torch.no_grad(), pytest.raises(ll.errors.LayerError, match="'bn'.*expected input"):
         layer.training_forward(torch.randn(4, 1, 12, 12))
+
+
+# ---- fully connected + batch norm + ELU blocks, and chains of them ----------
+def _mlp_layers(shared=True, width=6, depth=3, input_size=(2, 3, 4)):
+    layers = [ll.ImageInput(input_size, normalization="none")]
+    for _ in range(depth):
+        layers += [ll.FullyConnected(width), ll.BatchNormalization(),
+                   ll.ELU(learnable=True) if shared else ll.ELU(width)]
+    return layers + [ll.FullyConnected(3), ll.Softmax(), ll.Classification()]
+
+
+@pytest.fixture
+def two_threads():
+    """The compiled chain's backward splits its work over two threads (and
+    runs in order on one): both must compute the same."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("kernel", ["kernel-2-threads", "kernel-1-thread", "pytorch-ops"])
+@pytest.mark.parametrize("shared", [True, False], ids=["one-alpha", "alpha-per-channel"])
+def test_dense_chain_matches_its_layers_run_alone(kernel, shared, monkeypatch, two_threads):
+    if kernel == "pytorch-ops":
+        monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
+    if kernel == "kernel-1-thread":
+        torch.set_num_threads(1)
+    torch.manual_seed(1)
+    net = Network(_mlp_layers(shared))
+    (end, fused), = net._fused.values()
+    assert isinstance(fused, DenseBatchNormELUChain) and end == 10
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    X, T = torch.randn(7, 2, 3, 4), torch.randint(0, 3, (7,))
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    # the ELUs' learnable alphas get their derivative through the chain
+    assert all(p.grad is not None for n, p in net.named_parameters() if n.endswith("alpha"))
+
+
+def test_dense_chain_kernel_is_the_one_in_use():
+    """The compiled chain runs (not the blocks one by one) on the CPU in
+    float32, where it is built: its memory is one buffer."""
+    if kernels._library("dense_batchnorm_elu_chain") is None:
+        pytest.skip(f"chain kernel not here: {kernels.status()}")
+    torch.manual_seed(0)
+    net = Network(_mlp_layers())
+    chain = net._fused[1][1]
+    with torch.no_grad():
+        Z, memory = chain.training_forward(torch.randn(5, 24))
+    assert isinstance(memory[0], torch.Tensor) and memory[0].dim() == 1
+
+
+def test_dense_chain_skips_frozen_and_input_derivatives(monkeypatch):
+    torch.manual_seed(0)
+    net = Network(_mlp_layers(shared=False))
+    fc = net.layers[4]
+    fc.freeze("weights")
+    X, T = torch.randn(6, 2, 3, 4), torch.randint(0, 3, (6,))
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    a, b = _step(net, X, T), _step(alone, X, T)
+    _assert_same_step(a, b)
+    assert a[1]["layers.4.weights"] is None
+    # in the generic chain (no kernel) each block is told what it needs: the
+    # first block no input derivative, the frozen weights none
+    monkeypatch.setattr(kernels, "_libs", {n: None for n in kernels._SIGNATURES})
+    seen = []
+    orig = DenseBatchNormELU.backward
+
+    def spy(self, *args):
+        seen.append(self.needed_gradients())
+        return orig(self, *args)
+    monkeypatch.setattr(DenseBatchNormELU, "backward", spy)
+    _step(net, X, T)
+    first, second, third = seen[::-1]
+    assert first[0] is False and second[0] is True and third[0] is True
+    assert second[1] is False and second[2] is True       # frozen weights, trained bias
+
+
+def test_dense_chain_passes_check_layer():
+    from layerlab.layers.fused_chain import DenseBatchNormELUChain
+    torch.manual_seed(0)
+    net = Network([ll.FeatureInput(5)] + _mlp_layers(shared=False, width=4, depth=2)[1:])
+    chain = net._fused[1][1]
+    fresh = DenseBatchNormELUChain([copy.deepcopy(p) for p in chain.parts])
+    report = check_layer(fresh, (5,), verbose=False,
+                         skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+    assert report["gradients"].passed and report["second_derivatives"].passed, report.text
+
+
+def test_dense_batchnorm_elu_passes_check_layer():
+    layer = DenseBatchNormELU(ll.FullyConnected(4), BatchNormELU(ll.BatchNormalization(),
+                                                                 ll.ELU(4)))
+    report = check_layer(layer, (3, 2), verbose=False,
+                         skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+
+
+def test_a_generic_chain_of_hand_written_layers():
+    """FusedChain takes any layers with one input, one output and their own
+    backward: a user's layer chains as the built-ins do."""
+    class Scale(ll.Layer):
+        def __init__(self, c):
+            super().__init__()
+            self.w = ll.Learnable(torch.linspace(0.5, 1.5, c))
+
+        def predict(self, X):
+            return X * self.w
+
+        def backward(self, X, Z, dLdZ, memory):
+            dX = dLdZ * self.w if self.needs_gradient(0) else None
+            return dX, (dLdZ * X).sum(0)
+
+    chain = FusedChain([Scale(3), ll.ELU(3), Scale(3)])
+    assert len(chain.learnable_names) == 3
+    report = check_layer(chain, (3,), verbose=False,
+                         skip=("compile", "save_load", "save_load_fresh_process"))
+    assert report.passed, report.text
+    with pytest.raises(ll.errors.LayerError, match="own backward"):
+        FusedChain([Scale(3), ll.Softmax()])
+    with pytest.raises(ll.errors.LayerError, match="at least two"):
+        FusedChain([Scale(3)])
+
+
+def test_backward_with_needs_checks_their_number():
+    layer = ll.ELU(3)
+    X = torch.randn(4, 3)
+    Z, memory = layer.training_forward(X)
+    with pytest.raises(ll.errors.LayerError, match="expected 2 needs"):
+        layer.backward_with_needs((True,), X, Z, torch.ones_like(Z), memory)
+    dX, dalpha = layer.backward_with_needs((True, False), X, Z, torch.ones_like(Z), memory)
+    assert dX is not None and layer.needed_gradients() is None     # reset afterwards
+
+
+def test_a_copied_chain_makes_its_own_plan():
+    """The compiled chain's plan holds addresses: a deep copy of the network
+    (train_network's, a study's) must not carry it to the copy's tensors."""
+    torch.manual_seed(0)
+    net = Network(_mlp_layers())
+    X, T = torch.randn(6, 2, 3, 4), torch.randint(0, 3, (6,))
+    _step(net, X, T)                  # the plan is made
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(0.5)
+    alone = copy.deepcopy(twin)
+    alone.fuse_layers = False
+    a, b = _step(twin, X, T), _step(net, X, T)
+    _assert_same_step(a, _step(alone, X, T))     # the copy computes with its own weights
+    assert not torch.equal(a[0], b[0])

@@ -26,7 +26,7 @@ from . import build
 __all__ = ["usable", "batchnorm_elu_forward", "batchnorm_elu_backward", "conv2d_forward",
            "conv2d_weight_grad", "conv_batchnorm_elu_forward", "conv_batchnorm_elu_backward",
            "dense_forward", "dense_input_grad", "dense_weight_grad",
-           "status"]
+           "DenseChainPlan", "dense_chain_forward", "dense_chain_backward", "status"]
 
 _P, _I, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
 #: each library's functions: (argument types, result type)
@@ -50,6 +50,14 @@ _SIGNATURES = {
         "conv_batchnorm_elu_backward": ([_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _P,
                                          _P, _P, _I, _P, _P, _P, _P, _P, _INT], _INT),
     },
+    "dense_batchnorm_elu_chain": {
+        "chain_set_sgemm": ([_P], None),
+        "chain_check_sgemm": ([], _INT),
+        "chain_forward": ([_I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P,
+                           _I, _P, _P, _INT], _INT),
+        "chain_backward": ([_I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P,
+                            _P, _P, _P, _P, _P, _P, _INT], _INT),
+    },
     "dense_skinny": {
         "dense_forward": ([_P, _P, _P, _P, _I, _I, _I, _INT], None),
         "dense_input_grad": ([_P, _P, _P, _I, _I, _I, _INT], None),
@@ -62,8 +70,46 @@ _libs: dict[str, "_Functions | None"] = {}
 def _library(name: str = "batchnorm_elu") -> "_Functions | None":
     if name not in _libs:
         lib = build.load(name)
-        _libs[name] = _Functions(lib, name) if lib is not None else None
+        funcs = _Functions(lib, name) if lib is not None else None
+        if funcs is not None and name == "dense_batchnorm_elu_chain" and not _hand_sgemm(funcs):
+            funcs = None
+        _libs[name] = funcs
     return _libs[name]
+
+
+#: why the chain kernel has no matrix product here, if it has none
+_no_sgemm: list[str] = []
+
+
+def _hand_sgemm(funcs: "_Functions") -> bool:
+    """Give the chain kernel the single-precision matrix product of the BLAS
+    that PyTorch uses (MKL's Fortran ``sgemm_``, exported by
+    ``libtorch_cpu``) and check it on a small product; False (the chain's
+    layers then compute with PyTorch ops) when this PyTorch build exports
+    none or it fails the check."""
+    import os
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    address = None
+    for candidate in ("libtorch_cpu.so", "libtorch.so"):
+        path = os.path.join(lib_dir, candidate)
+        if not os.path.exists(path):
+            continue
+        try:
+            address = ctypes.cast(ctypes.CDLL(path).sgemm_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+        if address:
+            break
+    if not address:
+        _no_sgemm.append("this PyTorch build exports no sgemm_ (its BLAS) to call")
+        return False
+    funcs.chain_set_sgemm(address)
+    failed = funcs.chain_check_sgemm()
+    if failed:
+        funcs.chain_set_sgemm(None)
+        _no_sgemm.append(f"PyTorch's sgemm_ failed the kernel's check (code {failed})")
+        return False
+    return True
 
 
 class _Functions:
@@ -88,7 +134,10 @@ def _profiled(label: str, fn):
 
 def status() -> dict[str, str]:
     """Each compiled kernel library: in use here, or why not."""
-    return {name: build.status(name) for name in _SIGNATURES}
+    out = {name: build.status(name) for name in _SIGNATURES}
+    if _no_sgemm:
+        out["dense_batchnorm_elu_chain"] = "not used: " + _no_sgemm[-1]
+    return out
 
 
 def usable(*tensors: torch.Tensor, library: str = "batchnorm_elu") -> bool:
@@ -289,3 +338,119 @@ def conv_batchnorm_elu_backward(X, A, Z, dLdZ, weights_shape, gamma, beta, alpha
         alpha.data_ptr(), 1 if alpha.numel() == f else 0, mean.data_ptr(), invstd.data_ptr(),
         dgamma.data_ptr(), dbeta.data_ptr(), dalpha.data_ptr(), torch.get_num_threads())
     return None if failed else (dW, db, dgamma, dbeta, dalpha)
+
+
+def _pointers(tensors) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+class DenseChainPlan:
+    """What the chain kernel's calls take about the blocks, built once for a
+    chain's tensors and reused while they stay the same (the layer keeps it:
+    :meth:`matches`): sizes, alpha strides, the epsilons and momenta, and
+    arrays of the blocks' tensors' addresses.
+
+    ``blocks``: per block ``(W, b, gamma, beta, alpha, epsilon, momentum,
+    running_mean, running_var)``, every tensor a contiguous float32 CPU
+    tensor (see :func:`usable`), ``W`` ``(K, D)`` with ``D`` the previous
+    block's ``K``, the others ``(K,)`` (alpha ``(K,)`` or ``(1,)``).
+    ``head``: ``None`` or a last fully connected layer's ``(W, b)``, ``W``
+    ``(H, K)``.
+    """
+
+    def __init__(self, blocks, head=None):
+        cols = list(zip(*blocks))
+        self.tensors = [t for blk in blocks for t in (blk[0], blk[1], blk[2], blk[3], blk[4],
+                                                      blk[7], blk[8])] + list(head or ())
+        self.key = self.key_of(self.tensors, cols[5], cols[6])
+        self.dims = [blocks[0][0].shape[1]] + [W.shape[0] for W in cols[0]]
+        n = len(blocks)
+        self.ks = self.dims[1:]
+        self.dims_c = (ctypes.c_int64 * len(self.dims))(*self.dims)
+        self.shared_alpha = [a.numel() == 1 for a in cols[4]]
+        self.strides_c = (ctypes.c_int64 * n)(*[0 if s else 1 for s in self.shared_alpha])
+        self.eps_c = (ctypes.c_double * n)(*cols[5])
+        self.momentum_c = (ctypes.c_double * n)(*cols[6])
+        self.W, self.b, self.gamma, self.beta, self.alpha, self.mean, self.var = (
+            _pointers(cols[k]) for k in (0, 1, 2, 3, 4, 7, 8))
+        self.head = head
+        self.outputs = head[0].shape[0] if head else self.ks[-1]
+        self.grad_sizes = []
+        for d, k in zip(self.dims, self.ks):
+            self.grad_sizes += [k * d, k, k, k]
+        if head:
+            self.grad_sizes += [head[0].numel(), head[1].numel()]
+
+    def __reduce__(self):
+        # a plan holds addresses of the tensors it was made for: a copy of
+        # its layer (deepcopy, pickle) starts without one and makes its own
+        return (type(None), ())
+
+    def memory_floats(self, n: int) -> int:
+        """The size of the step's memory for ``n`` observations: each
+        block's A, Z (but the chain's output) and batch statistics."""
+        own_last = n * self.ks[-1] if self.head else 0
+        return sum(2 * n * k + 2 * k for k in self.ks) - n * self.ks[-1] + own_last
+
+    @staticmethod
+    def key_of(tensors, epsilons, momenta) -> tuple:
+        """What must stay the same for a plan to hold: each tensor's object,
+        address and contiguity, and the numbers."""
+        return (tuple(map(id, tensors)), tuple(t.data_ptr() for t in tensors),
+                all(t.is_contiguous() for t in tensors), tuple(epsilons), tuple(momenta))
+
+    def matches(self, tensors, epsilons, momenta) -> bool:
+        return self.key == self.key_of(tensors, epsilons, momenta)
+
+
+def dense_chain_forward(X, plan: DenseChainPlan):
+    """Training forward of a chain of fully connected + batch norm + ELU
+    blocks (and its head, if any: :class:`DenseChainPlan`), ``X``
+    ``(N, D)``; the running statistics are updated in place. Returns ``(Z,
+    ws)``, ``ws`` the step's memory for :func:`dense_chain_backward`, or
+    ``None`` when the kernel is not available here."""
+    lib = _library("dense_batchnorm_elu_chain")
+    if lib is None:
+        return None
+    n, head = X.shape[0], plan.head
+    ws = X.new_empty(plan.memory_floats(n))
+    Z = X.new_empty((n, plan.outputs))
+    failed = lib.chain_forward(
+        len(plan.ks), n, plan.dims_c, X.data_ptr(), plan.W, plan.b, plan.gamma, plan.beta,
+        plan.alpha, plan.strides_c, plan.eps_c, plan.momentum_c, plan.mean, plan.var,
+        head[0].data_ptr() if head else None, head[1].data_ptr() if head else None,
+        plan.outputs, ws.data_ptr(), Z.data_ptr(), torch.get_num_threads())
+    return None if failed else (Z, ws)
+
+
+def dense_chain_backward(X, ws, Z, dLdZ, plan: DenseChainPlan, need_x: bool):
+    """The derivatives of :func:`dense_chain_forward` from its input, memory,
+    output and ``dL/dZ``: ``(dL/dX or None, [(dL/dW, dL/dgamma, dL/dbeta,
+    dL/dalpha) per block], (dL/dW, dL/db) of the head or None)`` (dL/dalpha
+    ``(1,)`` for a shared alpha, else ``(K,)``; the blocks' biases'
+    derivatives are zero), or ``None``."""
+    lib = _library("dense_batchnorm_elu_chain")
+    if lib is None:
+        return None
+    n, ks, dims, head = X.shape[0], plan.ks, plan.dims, plan.head
+    parts = X.new_empty(sum(plan.grad_sizes)).split(plan.grad_sizes)
+    scratch = X.new_empty(n * (sum(ks) + max(ks)))
+    dX = X.new_empty(X.shape) if need_x else None
+    nb = 4 * len(ks)
+    failed = lib.chain_backward(
+        len(ks), n, plan.dims_c, X.data_ptr(), ws.data_ptr(), Z.data_ptr(), dLdZ.data_ptr(),
+        plan.W, plan.gamma, plan.beta, plan.alpha, plan.strides_c,
+        head[0].data_ptr() if head else None, plan.outputs,
+        dX.data_ptr() if dX is not None else None, _pointers(parts[0:nb:4]),
+        _pointers(parts[1:nb:4]), _pointers(parts[2:nb:4]), _pointers(parts[3:nb:4]),
+        parts[nb].data_ptr() if head else None, parts[nb + 1].data_ptr() if head else None,
+        scratch.data_ptr(), torch.get_num_threads())
+    if failed:
+        return None
+    grads = []
+    for i, (d, k) in enumerate(zip(dims, ks)):
+        dW, dgamma, dbeta, dalpha = parts[4 * i:4 * i + 4]
+        grads.append((dW.view(k, d), dgamma, dbeta,
+                      dalpha[:1] if plan.shared_alpha[i] else dalpha))
+    head_grads = (parts[nb].view(head[0].shape), parts[nb + 1]) if head else None
+    return dX, grads, head_grads

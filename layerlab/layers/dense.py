@@ -149,6 +149,17 @@ class FullyConnected(DenseLayer):
         mask = torch.empty_like(self.weights).bernoulli_(1.0 - p).div_(1.0 - p)
         return self._affine(X, self.weights * mask, self.bias), mask
 
+    def fused_with(self, following):
+        """A following :class:`~layerlab.layers.fused.BatchNormELU` (the
+        network's fused batch normalization + ELU) runs fused with this
+        layer, as :class:`~layerlab.layers.fused.DenseBatchNormELU`, unless
+        this layer uses DropConnect (its random mask) or is a subclass."""
+        from .fused import BatchNormELU, DenseBatchNormELU
+        if type(self) is not FullyConnected or self.drop_connect > 0 \
+                or type(following) is not BatchNormELU:
+            return None
+        return DenseBatchNormELU(self, following)
+
     # backward reads X and forward's DropConnect mask (None without), never Z
     backward_uses = ("X", "memory")
 

@@ -24,7 +24,7 @@ from .activation import ELU, ReLU
 from .convolution import Convolution2d
 from .normalization import BatchNormalization
 
-__all__ = ["BatchNormELU", "ConvBatchNormELU"]
+__all__ = ["BatchNormELU", "ConvBatchNormELU", "DenseBatchNormELU"]
 
 
 def _compute_dtype(X: torch.Tensor) -> torch.dtype:
@@ -232,7 +232,8 @@ class BatchNormELU(Layer):
         act = self.activation
         if isinstance(act, ReLU):
             return ()
-        if not self.needs_gradient("activation.alpha"):
+        needs = self.needed_gradients()   # alpha is the last learnable
+        if needs is not None and not needs[-1]:
             return (None,)
         if act.alpha.numel() == 1:
             return (per_channel_sums.sum().reshape(1),)
@@ -366,3 +367,112 @@ class ConvBatchNormELU(Layer):
         dX, dW, _ = conv.backward(X, A, dA, None)
         grads = (dX, dW, torch.zeros_like(conv.bias), *bn_grads)
         return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+class DenseBatchNormELU(Layer):
+    r"""A fully connected layer, batch normalization and an ELU (or ReLU) as
+    one layer: what a network runs for :class:`~layerlab.FullyConnected`
+    followed by a fused :class:`BatchNormELU` (see
+    :meth:`FullyConnected.fused_with <layerlab.layers.dense.FullyConnected.fused_with>`),
+    the block of the experiments' deep MLP.
+
+    .. math::
+        A = X W^\top + b, \qquad Z = \mathrm{ELU}_\alpha(\mathrm{BN}_{\gamma,\beta}(A))
+
+    Backward, with :math:`\partial L / \partial A` from :class:`BatchNormELU`'s
+    formulas:
+
+    .. math::
+        \frac{\partial L}{\partial X} = \frac{\partial L}{\partial A} W, \qquad
+        \frac{\partial L}{\partial W} = \Big(\frac{\partial L}{\partial A}\Big)^\top X,
+        \qquad \frac{\partial L}{\partial b} = 0
+
+    The bias's derivative is zero exactly: batch normalization subtracts the
+    batch mean, which ``b`` shifts as much as it shifts ``A`` (the separate
+    layers compute it as a sum that is zero up to rounding); ``b`` still
+    moves the running mean, so inference is unchanged. One autograd node
+    and one bridge call per block instead of two; ``A`` is the only value
+    kept besides X and Z.
+
+    Args:
+        dense: the :class:`~layerlab.FullyConnected` (without DropConnect).
+        batchnorm_elu: the :class:`BatchNormELU` after it.
+
+    Shape: ``(N, D)`` or ``(N, *S)`` with ``prod(S) = D`` to ``(N, K)``.
+    Learnables ``dense.weights`` ``(K, D)``, ``dense.bias`` ``(K,)``,
+    ``batchnorm.offset``, ``batchnorm.scale`` ``(K,)`` and (ELU)
+    ``activation.alpha``; state: the batch normalization's.
+    """
+
+    capturable = True   # pure tensor code: a GPU step may be a CUDA graph
+
+    default_name = "fc_batchnorm_elu"
+    differs_in_training = True
+    couples_observations = True
+    backward_uses = ("X", "Z", "memory")
+
+    def __init__(self, dense, batchnorm_elu: BatchNormELU, name: str | None = None):
+        from .dense import FullyConnected
+        super().__init__(name=name, type="Fully Connected + Batch Normalization + ELU")
+        if type(dense) is not FullyConnected or dense.drop_connect > 0:
+            raise LayerError(f"DenseBatchNormELU dense: expected a FullyConnected without "
+                             f"DropConnect, got {getattr(dense, 'label', type(dense).__name__)}")
+        if type(batchnorm_elu) is not BatchNormELU:
+            raise LayerError(f"DenseBatchNormELU batchnorm_elu: expected a BatchNormELU, "
+                             f"got {type(batchnorm_elu).__name__}")
+        self.dense = dense
+        self.batchnorm = batchnorm_elu.batchnorm
+        self.activation = batchnorm_elu.activation
+        # the pair's computations, on the same submodules (not registered a
+        # second time: its learnables are this layer's)
+        object.__setattr__(self, "_bn_elu", batchnorm_elu)
+        self.description = f"{dense.description}, then {batchnorm_elu.description}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.dense.label} + {self._bn_elu.label}"
+
+    def initialize(self, input_sizes):
+        self.dense.initialize(input_sizes)
+        self._bn_elu.initialize([(self.dense.output_size,)])
+
+    def predict(self, X):
+        return self._bn_elu.predict(self.dense.predict(X))
+
+    def forward(self, X):
+        fc = self.dense
+        Xf = fc._features(X)
+        A = F.linear(Xf, fc.weights, fc.bias)
+        Z, (mean, invstd) = self._bn_elu.training_forward(A)
+        return Z, (A, mean, invstd)
+
+    def backward(self, X, Z, dLdZ, memory):
+        fc = self.dense
+        A, mean, invstd = memory
+        needs = self.needed_gradients()
+        # the pair's own backward computes dL/dA and its learnables'
+        # derivatives (dL/dA is always needed here)
+        dA, *bn_grads = self._bn_elu.backward(A, Z, dLdZ, (mean, invstd))
+        W = fc.weights
+        dX = dW = db = None
+        if needs is None or needs[0]:
+            dX = (dA @ W).view(X.shape)
+        if needs is None or needs[1]:
+            dW = dA.t() @ (X.flatten(1) if X.dim() > 2 else X)
+        if needs is None or needs[2]:
+            db = torch.zeros_like(fc.bias)
+        grads = (dX, dW, db, *bn_grads)
+        return grads if needs is None else tuple(g if n else None
+                                                 for g, n in zip(grads, needs))
+
+    def fused_with(self, following):
+        """The next fully connected + batch norm + ELU block (or a chain of
+        them), or a plain fully connected layer (a classifier), joins this
+        one in a :class:`~layerlab.layers.fused_chain.DenseBatchNormELUChain`:
+        one autograd node and one compiled call each way for the run."""
+        from .dense import FullyConnected
+        from .fused_chain import DenseBatchNormELUChain
+        if type(following) in (DenseBatchNormELU, DenseBatchNormELUChain) or (
+                type(following) is FullyConnected and following.drop_connect == 0):
+            return DenseBatchNormELUChain([self, following])
+        return None
