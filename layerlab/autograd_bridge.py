@@ -10,6 +10,7 @@ value are kept with ``ctx.save_for_backward`` (never as attributes of
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -79,7 +80,7 @@ class _Box:
 
     def stand_ins(self, W) -> bool:
         """Whether ``W`` are not the layer's own learnables (torch.func)."""
-        return any(w is not p for w, p in zip(W, self.params))
+        return not all(map(operator.is_, W, self.params))
 
 
 class _Slots:
@@ -175,8 +176,9 @@ class _HandWrittenBackward(torch.autograd.Function):
         if (_unwrap_if_dead is None or torch._C._are_functorch_transforms_active()
                 or torch.compiler.is_compiling()):
             return cls.apply(*args)
+        # args: layer, n_in, box (not tensors), then the tensors
         return super(torch.autograd.Function, cls).apply(
-            *(_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args))
+            *args[:3], *map(_unwrap_if_dead, args[3:]))
 
     @staticmethod
     def forward(layer, n_in, box, *args):  # type: ignore[override]
@@ -421,7 +423,7 @@ def run_layer(layer, X: tuple[torch.Tensor, ...], training: bool):
         Z = _user_code(layer, "predict", layer.predict, *X)
         _as_outputs(layer, Z, "predict")
         return Z
-    params = list(layer.learnables().values())
+    params = layer._learnable_values()
     if layer.has_backward and not layer.use_autograd and torch.is_grad_enabled() and (
             any(p.requires_grad for p in params) or any(x.requires_grad for x in X)):
         if X and torch.is_autocast_enabled(X[0].device.type):

@@ -96,6 +96,21 @@ def _named_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]
     return out
 
 
+def _parameter_values(module: torch.nn.Module) -> list[torch.Tensor]:
+    """``[p for _, p in module.named_parameters()]`` without the names (see
+    :func:`_named_parameters`)."""
+    out: list[torch.Tensor] = []
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        out += [p for p in m._parameters.values() if p is not None]
+        if m._modules:
+            stack += [sub for sub in reversed(m._modules.values()) if sub is not None]
+    if len(set(map(id, out))) != len(out):
+        return [p for _, p in module.named_parameters()]
+    return out
+
+
 @dataclasses.dataclass
 class Learnable:
     """Declares a learnable parameter: ``self.w = Learnable(value, ...)``.
@@ -420,6 +435,23 @@ class Layer(torch.nn.Module):
             own.update(self._submodule_parameters())
         return own  # type: ignore[return-value]
 
+    def _learnable_values(self) -> list[torch.nn.Parameter]:
+        """``list(self.learnables().values())`` without building the names
+        (the autograd bridge asks for them every training step)."""
+        own = [self._parameters[k] for k in self._learnable_order if k in self._parameters]
+        if not self._modules:
+            return own
+        if type(self)._submodule_learnable_name is not Layer._submodule_learnable_name:
+            return list(self.learnables().values())   # a layer naming them its own way
+        for module in self._modules.values():
+            if module is None:
+                continue
+            if not module._modules:
+                own += [p for p in module._parameters.values() if p is not None]
+            else:
+                own += _parameter_values(module)
+        return own
+
     def has_learnable(self, name: str) -> bool:
         """Whether the layer has a learnable ``name`` yet. Layers that create
         a learnable in :meth:`initialize` (once the input size is known) ask
@@ -593,7 +625,11 @@ class Layer(torch.nn.Module):
         learnables and state (hold the two layers as submodules, as
         :class:`~layerlab.layers.fused.BatchNormELU` does), so that
         gradients, saving and the optimizer see only the original layers.
-        Batch normalization fuses with a following ELU or ReLU this way.
+        Batch normalization fuses with a following ELU or ReLU this way; a
+        fully connected layer with that pair, and such blocks with each
+        other, into a :class:`~layerlab.layers.fused_chain.FusedChain` (one
+        layer, one autograd node, for a run of layers with their own
+        backwards: return ``FusedChain([self, following])`` to chain yours).
         """
         return None
 

@@ -130,17 +130,28 @@ def test_sgdm_step_hooks_and_profiler_label_still_work():
 def test_learnables_of_layers_of_layers_are_named_as_named_parameters_names_them():
     """Layer._submodule_parameters' own walk (fused chains ask it every
     step) gives named_parameters' names and order, shared modules once."""
-    from layerlab.layer import _named_parameters
+    from layerlab.layer import _named_parameters, _parameter_values
     shared = torch.nn.Linear(2, 2)
     tree = torch.nn.Sequential(torch.nn.Linear(3, 2),
                                torch.nn.Sequential(torch.nn.BatchNorm1d(2), shared),
                                torch.nn.ModuleList([shared, torch.nn.Linear(2, 1)]))
     assert [(n, id(p)) for n, p in _named_parameters(tree)] == \
         [(n, id(p)) for n, p in tree.named_parameters()]
+    # the bridge's values-only form: the same tensors as learnables(), in order
+    from layerlab.experiments.deep_mlp_batchnorm import deep_mlp
+    from layerlab.network.network import Network
+    net = Network(deep_mlp("ELU", batch_norm=True, depth=3))
+    chain = net._fused[1][1]
+    for layer in [chain, *chain.parts, ll.ModuleLayer(tree), ll.ELU(3), ll.FullyConnected(2,
+                                                                                       input_size=3)]:
+        assert [id(p) for p in layer._learnable_values()] == \
+            [id(p) for p in layer.learnables().values()], layer.label
     plain = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sequential(
         torch.nn.Linear(2, 2), torch.nn.ModuleList([torch.nn.Linear(2, 1)])))
     assert [(n, id(p)) for n, p in _named_parameters(plain)] == \
         [(n, id(p)) for n, p in plain.named_parameters()]
+    for t in (tree, plain):
+        assert [id(p) for p in _parameter_values(t)] == [id(p) for p in t.parameters()]
 
 
 def test_the_bridge_does_not_bind_arguments_with_inspect_each_step(monkeypatch):

@@ -428,3 +428,31 @@ def test_a_copied_chain_makes_its_own_plan():
     a, b = _step(twin, X, T), _step(net, X, T)
     _assert_same_step(a, _step(alone, X, T))     # the copy computes with its own weights
     assert not torch.equal(a[0], b[0])
+
+
+def test_dense_chain_under_compile_and_second_derivatives():
+    """The chain's PyTorch-op path: torch.compile traces it (training and
+    inference) and a gradient of a gradient goes through it."""
+    from layerlab.experiments.deep_mlp_batchnorm import deep_mlp
+    torch.manual_seed(0)
+    net = Network(deep_mlp("ELU", batch_norm=True, depth=2))
+    ref = copy.deepcopy(net)
+    ref.fuse_layers = False
+    X = torch.randn(8, 1, 28, 28)
+    compiled = torch.compile(net, backend="aot_eager")
+    Y, Yr = compiled(X, logits=True), ref(X, logits=True)
+    torch.testing.assert_close(Y, Yr, rtol=1e-4, atol=1e-5)
+    Y.sum().backward()
+    Yr.sum().backward()
+    weights = [(n, p) for n, p in net.named_parameters() if n.endswith("weights")]
+    ref_params = dict(ref.named_parameters())
+    for n, p in weights:
+        torch.testing.assert_close(p.grad, ref_params[n].grad, rtol=1e-3, atol=1e-5)
+    for model in (net, ref):
+        model.zero_grad()
+        x = X.clone().requires_grad_(True)
+        gx, = torch.autograd.grad(model(x, logits=True).pow(2).sum(), x, create_graph=True)
+        gx.pow(2).sum().backward()
+    for n, p in weights:   # float32 second derivatives: within 1e-3 of the largest
+        scale = float(ref_params[n].grad.abs().max())
+        torch.testing.assert_close(p.grad, ref_params[n].grad, rtol=1e-3, atol=1e-3 * scale)

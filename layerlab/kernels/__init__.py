@@ -362,7 +362,8 @@ class DenseChainPlan:
         cols = list(zip(*blocks))
         self.tensors = [t for blk in blocks for t in (blk[0], blk[1], blk[2], blk[3], blk[4],
                                                       blk[7], blk[8])] + list(head or ())
-        self.key = self.key_of(self.tensors, cols[5], cols[6])
+        self.addresses = [t.data_ptr() for t in self.tensors]
+        self.epsilons, self.momenta = list(cols[5]), list(cols[6])
         self.dims = [blocks[0][0].shape[1]] + [W.shape[0] for W in cols[0]]
         n = len(blocks)
         self.ks = self.dims[1:]
@@ -392,15 +393,18 @@ class DenseChainPlan:
         own_last = n * self.ks[-1] if self.head else 0
         return sum(2 * n * k + 2 * k for k in self.ks) - n * self.ks[-1] + own_last
 
-    @staticmethod
-    def key_of(tensors, epsilons, momenta) -> tuple:
-        """What must stay the same for a plan to hold: each tensor's object,
-        address and contiguity, and the numbers."""
-        return (tuple(map(id, tensors)), tuple(t.data_ptr() for t in tensors),
-                all(t.is_contiguous() for t in tensors), tuple(epsilons), tuple(momenta))
-
     def matches(self, tensors, epsilons, momenta) -> bool:
-        return self.key == self.key_of(tensors, epsilons, momenta)
+        """Whether the plan holds for these tensors and numbers: the same
+        tensor objects, each still contiguous at the same address (a
+        ``.data`` swapped in, a move or a change of type gives a new one),
+        and the same epsilons and momenta."""
+        if len(tensors) != len(self.tensors) or list(epsilons) != self.epsilons \
+                or list(momenta) != self.momenta:
+            return False
+        for t, mine, address in zip(tensors, self.tensors, self.addresses):
+            if t is not mine or t.data_ptr() != address or not t.is_contiguous():
+                return False
+        return True
 
 
 def dense_chain_forward(X, plan: DenseChainPlan):
