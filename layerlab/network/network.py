@@ -347,9 +347,11 @@ def _may_fuse(layers) -> bool:
     asked to use autograd, no hook (on one of them or on every module) that
     would miss a call or a value between them."""
     mode = layers[0].training
-    return (all(l.training == mode and not l.use_autograd and not _has_hooks(l)
-                for l in layers)
-            and not _global_hooks())
+    for l in layers:    # a loop, not all() over _has_hooks: this runs every step
+        if (l.training != mode or l.use_autograd or l._forward_hooks or l._forward_pre_hooks
+                or l._backward_hooks or l._backward_pre_hooks):
+            return False
+    return not _global_hooks()
 
 
 def as_network(layers: Sequence[Layer] | LayerGraph | Network) -> Network:
