@@ -240,7 +240,31 @@ class BatchNormELU(Layer):
         return (per_channel_sums,)
 
 
-class ConvBatchNormELU(Layer):
+class _ThenBatchNormELU(Layer):
+    """Base of the layers computing a layer and then a :class:`BatchNormELU`
+    (a convolution, a fully connected layer)."""
+
+    def _hold(self, attribute: str, first: Layer, batchnorm_elu: BatchNormELU) -> None:
+        """The three original layers as submodules (in that order: the order
+        of the learnables), the pair kept for its computations."""
+        if type(batchnorm_elu) is not BatchNormELU:
+            raise LayerError(f"{type(self).__name__} batchnorm_elu: expected a BatchNormELU, "
+                             f"got {type(batchnorm_elu).__name__}")
+        setattr(self, attribute, first)
+        self.batchnorm = batchnorm_elu.batchnorm
+        self.activation = batchnorm_elu.activation
+        # the first layer and the pair's computations, on the same submodules
+        # (not registered a second time: the learnables are this layer's)
+        object.__setattr__(self, "_first", first)
+        object.__setattr__(self, "_bn_elu", batchnorm_elu)
+        self.description = f"{first.description}, then {batchnorm_elu.description}"
+
+    @property
+    def label(self) -> str:
+        return f"{self._first.label} + {self._bn_elu.label}"
+
+
+class ConvBatchNormELU(_ThenBatchNormELU):
     r"""A convolution, batch normalization and an ELU (or ReLU) as one layer:
     what a network runs for ``Convolution2d`` followed by a fused
     :class:`BatchNormELU` (see :meth:`Convolution2d.fused_with`), the first
@@ -284,20 +308,7 @@ class ConvBatchNormELU(Layer):
         if type(convolution) is not Convolution2d:
             raise LayerError(f"ConvBatchNormELU convolution: expected a Convolution2d, "
                              f"got {type(convolution).__name__}")
-        if type(batchnorm_elu) is not BatchNormELU:
-            raise LayerError(f"ConvBatchNormELU batchnorm_elu: expected a BatchNormELU, "
-                             f"got {type(batchnorm_elu).__name__}")
-        self.convolution = convolution
-        self.batchnorm = batchnorm_elu.batchnorm
-        self.activation = batchnorm_elu.activation
-        # the pair's computations, on the same submodules (not registered a
-        # second time: its learnables are this layer's)
-        object.__setattr__(self, "_bn_elu", batchnorm_elu)
-        self.description = f"{convolution.description}, then {batchnorm_elu.description}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.convolution.label} + {self._bn_elu.label}"
+        self._hold("convolution", convolution, batchnorm_elu)
 
     def initialize(self, input_sizes):
         conv = self.convolution
@@ -369,7 +380,7 @@ class ConvBatchNormELU(Layer):
         return tuple(g if need else None for g, need in zip(grads, needs))
 
 
-class DenseBatchNormELU(Layer):
+class DenseBatchNormELU(_ThenBatchNormELU):
     r"""A fully connected layer, batch normalization and an ELU (or ReLU) as
     one layer: what a network runs for :class:`~layerlab.FullyConnected`
     followed by a fused :class:`BatchNormELU` (see
@@ -417,20 +428,7 @@ class DenseBatchNormELU(Layer):
         if type(dense) is not FullyConnected or dense.drop_connect > 0:
             raise LayerError(f"DenseBatchNormELU dense: expected a FullyConnected without "
                              f"DropConnect, got {getattr(dense, 'label', type(dense).__name__)}")
-        if type(batchnorm_elu) is not BatchNormELU:
-            raise LayerError(f"DenseBatchNormELU batchnorm_elu: expected a BatchNormELU, "
-                             f"got {type(batchnorm_elu).__name__}")
-        self.dense = dense
-        self.batchnorm = batchnorm_elu.batchnorm
-        self.activation = batchnorm_elu.activation
-        # the pair's computations, on the same submodules (not registered a
-        # second time: its learnables are this layer's)
-        object.__setattr__(self, "_bn_elu", batchnorm_elu)
-        self.description = f"{dense.description}, then {batchnorm_elu.description}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.dense.label} + {self._bn_elu.label}"
+        self._hold("dense", dense, batchnorm_elu)
 
     def initialize(self, input_sizes):
         self.dense.initialize(input_sizes)
