@@ -74,38 +74,38 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
     return t
 
 
-def _named_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """``list(module.named_parameters())``, the same names in the same order
-    (modules in pre-order), without ``nn.Module``'s generic member walk:
-    several times faster for the layers of layers (a fused chain) that
-    training asks every step. A parameter or module met twice (shared)
-    leaves it to ``named_parameters``, which lists each once."""
-    out: list[tuple[str, torch.Tensor]] = []
+def _modules_in_order(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``module`` and its submodules in ``named_modules``' pre-order, each
+    with its name prefix (``"a.b."``): ``nn.Module``'s generic member walk
+    is several times slower, and training asks for the learnables of layers
+    of layers (a fused chain) every step."""
+    out: list[tuple[str, torch.nn.Module]] = []
     stack: list[tuple[str, torch.nn.Module]] = [("", module)]
     while stack:
         prefix, m = stack.pop()
-        for k, p in m._parameters.items():
-            if p is not None:
-                out.append((prefix + k, p))
+        out.append((prefix, m))
         if m._modules:
             # children pushed last-first, so that they are visited in order
-            stack.extend((f"{prefix}{name}.", sub) for name, sub in reversed(m._modules.items())
-                         if sub is not None)
+            stack += [(f"{prefix}{name}.", sub) for name, sub in reversed(m._modules.items())
+                      if sub is not None]
+    return out
+
+
+def _named_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``list(module.named_parameters())``, the same names in the same order.
+    A parameter or module met twice (shared) leaves it to
+    ``named_parameters``, which lists each once."""
+    out = [(prefix + k, p) for prefix, m in _modules_in_order(module)
+           for k, p in m._parameters.items() if p is not None]
     if len({id(p) for _, p in out}) != len(out):
         return list(module.named_parameters())
     return out
 
 
 def _parameter_values(module: torch.nn.Module) -> list[torch.Tensor]:
-    """``[p for _, p in module.named_parameters()]`` without the names (see
-    :func:`_named_parameters`)."""
-    out: list[torch.Tensor] = []
-    stack = [module]
-    while stack:
-        m = stack.pop()
-        out += [p for p in m._parameters.values() if p is not None]
-        if m._modules:
-            stack += [sub for sub in reversed(m._modules.values()) if sub is not None]
+    """``[p for _, p in module.named_parameters()]`` without the names."""
+    out = [p for _, m in _modules_in_order(module) for p in m._parameters.values()
+           if p is not None]
     if len(set(map(id, out))) != len(out):
         return [p for _, p in module.named_parameters()]
     return out

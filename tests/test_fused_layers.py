@@ -47,6 +47,15 @@ def _assert_same_step(a, b):
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
 
 
+def _assert_fused_step_matches(net, X, T):
+    """One training step of ``net`` (with its fused layers) against a copy
+    running every layer on its own; returns the copy."""
+    alone = copy.deepcopy(net)
+    alone.fuse_layers = False
+    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    return alone
+
+
 @pytest.fixture
 def no_kernels(monkeypatch):
     monkeypatch.setattr(kernels, "_libs", {name: None for name in kernels._SIGNATURES})
@@ -60,10 +69,8 @@ def test_fused_seed_network_matches_its_layers_run_alone(kernel, monkeypatch):
     (end, fused), = net._fused.values()
     assert list(net._fused) == [1] and end == 3        # convolution + batch norm + ELU
     assert isinstance(fused, ConvBatchNormELU)
-    alone = copy.deepcopy(net)
-    alone.fuse_layers = False
     X, T = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    alone = _assert_fused_step_matches(net, X, T)
     net.eval()
     alone.eval()
     torch.testing.assert_close(net(X), alone(X), rtol=1e-5, atol=1e-6)
@@ -81,10 +88,8 @@ def test_fused_deep_mlp_with_frozen_shared_alpha_matches(kernel, monkeypatch):
     (end, fused), = net._fused.values()
     assert list(net._fused) == [1] and end == 10
     assert isinstance(fused, DenseBatchNormELUChain) and len(fused.parts) == 4
-    alone = copy.deepcopy(net)
-    alone.fuse_layers = False
     X, T = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
-    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    alone = _assert_fused_step_matches(net, X, T)
     net.eval()
     alone.eval()
     torch.testing.assert_close(net(X), alone(X), rtol=1e-5, atol=1e-6)
@@ -95,10 +100,8 @@ def test_relu_after_batch_norm_fuses_too():
               ll.ReLU(), ll.FullyConnected(3), ll.Softmax(), ll.Classification()]
     net = Network(layers)
     assert isinstance(net._fused[1][1], BatchNormELU)
-    alone = copy.deepcopy(net)
-    alone.fuse_layers = False
     X, T = torch.randn(8, 2, 6, 6), torch.randint(0, 3, (8,))
-    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    _assert_fused_step_matches(net, X, T)
 
 
 def test_no_fusion_where_the_middle_value_is_needed():
@@ -255,10 +258,8 @@ def test_conv_batchnorm_elu_matches_its_parts(kernel, padding, shared, monkeypat
               ll.Classification()]
     net = Network(layers)
     assert isinstance(net._fused[1][1], ConvBatchNormELU)
-    alone = copy.deepcopy(net)
-    alone.fuse_layers = False
     X, T = torch.randn(9, 2, 12, 13), torch.randint(0, 3, (9,))
-    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    _assert_fused_step_matches(net, X, T)
 
 
 def test_conv_batchnorm_elu_passes_check_layer():
@@ -308,10 +309,8 @@ def test_dense_chain_matches_its_layers_run_alone(kernel, shared, monkeypatch, t
     net = Network(_mlp_layers(shared))
     (end, fused), = net._fused.values()
     assert isinstance(fused, DenseBatchNormELUChain) and end == 10
-    alone = copy.deepcopy(net)
-    alone.fuse_layers = False
     X, T = torch.randn(7, 2, 3, 4), torch.randint(0, 3, (7,))
-    _assert_same_step(_step(net, X, T), _step(alone, X, T))
+    _assert_fused_step_matches(net, X, T)
     # the ELUs' learnable alphas get their derivative through the chain
     assert all(p.grad is not None for n, p in net.named_parameters() if n.endswith("alpha"))
 

@@ -227,6 +227,13 @@ def batchnorm_elu_backward(X, dLdZ, gamma, beta, alpha, mean, invstd, need_x=Tru
 CONV_MAX_FILTER_WIDTH = 7
 
 
+def _conv_dims(X, weights_shape) -> tuple[int, ...]:
+    """``(n, c, h, w, f, kh, kw)`` of a stride-1 convolution of ``X``."""
+    n, c, h, w = X.shape
+    f, _, kh, kw = weights_shape
+    return n, c, h, w, f, kh, kw
+
+
 def conv2d_forward(X, weights, bias):
     """``conv2d(X, weights, bias)`` at stride 1 without padding (pad X
     first), ``X`` ``(N, C, H, W)``: ``(N, F, H - KH + 1, W - KW + 1)``, or
@@ -234,8 +241,7 @@ def conv2d_forward(X, weights, bias):
     lib = _library("conv2d_few_channels")
     if lib is None:
         return None
-    n, c, h, w = X.shape
-    f, _, kh, kw = weights.shape
+    n, c, h, w, f, kh, kw = _conv_dims(X, weights.shape)
     Z = X.new_empty((n, f, h - kh + 1, w - kw + 1))
     lib.conv2d_forward(X.data_ptr(), weights.data_ptr(),
                        bias.data_ptr() if bias is not None else None, Z.data_ptr(),
@@ -251,8 +257,7 @@ def conv2d_weight_grad(X, dLdZ, weights_shape):
     lib = _library("conv2d_few_channels")
     if lib is None:
         return None
-    n, c, h, w = X.shape
-    f, _, kh, kw = weights_shape
+    n, c, h, w, f, kh, kw = _conv_dims(X, weights_shape)
     dW, db = X.new_empty(weights_shape), X.new_empty(f)
     failed = lib.conv2d_weight_grad(X.data_ptr(), dLdZ.data_ptr(), dW.data_ptr(), db.data_ptr(),
                                     n, c, h, w, f, kh, kw, torch.get_num_threads())
@@ -307,8 +312,7 @@ def conv_batchnorm_elu_forward(X, weights, bias, gamma, beta, alpha, epsilon, mo
     lib = _library("conv_batchnorm_elu")
     if lib is None:
         return None
-    n, c, h, w = X.shape
-    f, _, kh, kw = weights.shape
+    n, c, h, w, f, kh, kw = _conv_dims(X, weights.shape)
     A = X.new_empty((n, f, h - kh + 1, w - kw + 1))
     Z = torch.empty_like(A)
     mean, invstd = X.new_empty(f), X.new_empty(f)
@@ -328,8 +332,7 @@ def conv_batchnorm_elu_backward(X, A, Z, dLdZ, weights_shape, gamma, beta, alpha
     lib = _library("conv_batchnorm_elu")
     if lib is None:
         return None
-    n, c, h, w = X.shape
-    f, _, kh, kw = weights_shape
+    n, c, h, w, f, kh, kw = _conv_dims(X, weights_shape)
     dW, db = X.new_empty(weights_shape), X.new_empty(f)
     dgamma, dbeta, dalpha = X.new_empty(f), X.new_empty(f), X.new_empty(f)
     failed = lib.conv_batchnorm_elu_backward(
@@ -381,6 +384,7 @@ class DenseChainPlan:
             self.grad_sizes += [k * d, k, k, k]
         if head:
             self.grad_sizes += [head[0].numel(), head[1].numel()]
+        self.grad_total = sum(self.grad_sizes)
 
     def __reduce__(self):
         # a plan holds addresses of the tensors it was made for: a copy of
@@ -437,7 +441,7 @@ def dense_chain_backward(X, ws, Z, dLdZ, plan: DenseChainPlan, need_x: bool):
     if lib is None:
         return None
     n, ks, dims, head = X.shape[0], plan.ks, plan.dims, plan.head
-    parts = X.new_empty(sum(plan.grad_sizes)).split(plan.grad_sizes)
+    parts = X.new_empty(plan.grad_total).split(plan.grad_sizes)
     scratch = X.new_empty(n * (sum(ks) + max(ks)))
     dX = X.new_empty(X.shape) if need_x else None
     nb = 4 * len(ks)

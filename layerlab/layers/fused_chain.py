@@ -231,10 +231,9 @@ class DenseBatchNormELUChain(FusedChain):
             eps.append(bn.epsilon)
             momenta.append(bn.momentum)
         plan = self.__dict__.get("_kernel_plan")
-        if plan is not None and plan.matches(tensors, eps, momenta):
-            return plan if X.shape[1] == plan.dims[0] else None
-        plan = self._new_plan(tensors, eps, momenta, X.shape[1], head is not None)
-        self.__dict__["_kernel_plan"] = plan
+        if plan is None or not plan.matches(tensors, eps, momenta):
+            plan = self._new_plan(tensors, eps, momenta, X.shape[1], head is not None)
+            self.__dict__["_kernel_plan"] = plan
         return plan if plan is not None and X.shape[1] == plan.dims[0] else None
 
     @staticmethod
