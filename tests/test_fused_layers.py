@@ -315,6 +315,34 @@ def test_dense_chain_matches_its_layers_run_alone(kernel, shared, monkeypatch, t
     assert all(p.grad is not None for n, p in net.named_parameters() if n.endswith("alpha"))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [3, 9, 64])
+def test_dense_chain_statistics_with_a_large_mean(n, threads, two_threads):
+    """The compiled forward splits the observations between two threads, each
+    summing its rows shifted by its own first row; the sums are then added
+    up. With a large mean (about 1000) and a spread of about 1, a wrong shift
+    or count shows in the variance at once. The reference is the network
+    unfused in float64 (float32 itself is about 1e-4 off here)."""
+    if kernels._library("dense_batchnorm_elu_chain") is None:
+        pytest.skip(f"chain kernel not here: {kernels.status()}")
+    torch.set_num_threads(threads)
+    torch.manual_seed(2)
+    net = Network(_mlp_layers(width=40, depth=2))
+    with torch.no_grad():
+        net.layers[1].bias.fill_(1e3)
+    reference = copy.deepcopy(net).double()
+    reference.fuse_layers = False
+    X, T = torch.randn(n, 2, 3, 4), torch.randint(0, 3, (n,))
+    (Y, g, s), (Yr, gr, sr) = _step(net, X, T), _step(reference, X.double(), T)
+    torch.testing.assert_close(Y, Yr.float(), rtol=1e-3, atol=1e-3)
+    for k in sr:
+        torch.testing.assert_close(s[k], sr[k].float(), rtol=1e-5, atol=1e-4)
+    for k in gr:
+        if gr[k] is not None:
+            torch.testing.assert_close(g[k], gr[k].float(), rtol=1e-2,
+                                       atol=max(1e-3 * float(gr[k].abs().max()), 1e-5))
+
+
 def test_dense_chain_kernel_is_the_one_in_use():
     """The compiled chain runs (not the blocks one by one) on the CPU in
     float32, where it is built: its memory is one buffer."""

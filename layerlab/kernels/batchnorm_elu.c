@@ -103,36 +103,53 @@ static void normalize_activate(const float *X, float *Z, int64_t N, int64_t C, i
 
 /* Features (S = 1): each row holds one value of every channel, so the
  * loops run over rows with the channels inner (vectorized), on one thread
- * (feature batches are small), with per-channel sums in arrays. */
-static int features_forward_train(const float *X, float *Z, int64_t N, int64_t C,
-                                  const float *gamma, const float *beta, const float *alpha,
-                                  int64_t alpha_stride, double eps, double momentum,
-                                  float *mean, float *invstd, float *running_mean,
-                                  float *running_var) {
-    double *sums = calloc((size_t)(2 * C), sizeof(double));
-    float *ab = malloc((size_t)(3 * C) * sizeof(float));
-    if (!sums || !ab) { free(sums); free(ab); return -1; }
-    double *s1 = sums, *s2 = sums + C;
-    float *a = ab, *b = ab + C, *al = ab + 2 * C;
+ * (feature batches are small), with per-channel sums in arrays. The
+ * forward is three steps (sums over the rows, per-channel coefficients from
+ * the sums, the rows' outputs from the coefficients), so that the chain
+ * kernel can split the rows between threads and add their sums up between
+ * the first and the second step. */
+
+/* Forward, step 1: s1, s2 (C each) = the sums over N rows of (x - shift)
+ * and its square, shift = the first row (so that a large mean does not
+ * cancel the variance). */
+static void features_sums(const float *X, int64_t N, int64_t C, double *s1, double *s2) {
+    memset(s1, 0, (size_t)C * sizeof(double));
+    memset(s2, 0, (size_t)C * sizeof(double));
     for (int64_t n = 0; n < N; n++) {
         const float *x = X + n * C;
 #pragma omp simd
         for (int64_t c = 0; c < C; c++) {
-            const double d = (double)x[c] - (double)X[c];   /* shifted by row 0 */
+            const double d = (double)x[c] - (double)X[c];
             s1[c] += d;
             s2[c] += d * d;
         }
     }
-    const double m = (double)N;
+}
+
+/* Forward, step 2: from the sums over m rows shifted by shift, the
+ * statistics (kept, and the running ones moved, when keep) and the
+ * coefficients of y = a x + b and the ELU's alpha (al). */
+static void features_coefficients(const float *shift, const double *s1, const double *s2,
+                                  double m, int64_t C, const float *gamma, const float *beta,
+                                  const float *alpha, int64_t alpha_stride, double eps,
+                                  double momentum, int keep, float *mean, float *invstd,
+                                  float *running_mean, float *running_var, float *a, float *b,
+                                  float *al) {
     for (int64_t c = 0; c < C; c++) {
         const double dm = s1[c] / m, v0 = s2[c] / m - dm * dm, var = v0 > 0.0 ? v0 : 0.0;
-        const double mu = X[c] + dm;
-        const double istd = keep_statistics(c, mu, var, m, eps, momentum, mean, invstd,
-                                            running_mean, running_var);
+        const double mu = shift[c] + dm;
+        const double istd = keep ? keep_statistics(c, mu, var, m, eps, momentum, mean, invstd,
+                                                   running_mean, running_var)
+                                 : 1.0 / sqrt(var + eps);
         a[c] = (float)(gamma[c] * istd);
         b[c] = (float)(beta[c] - gamma[c] * istd * mu);
         al[c] = alpha[c * alpha_stride];
     }
+}
+
+/* Forward, step 3: Z = ELU(a X + b) for N rows. */
+static void features_normalize(const float *X, float *Z, int64_t N, int64_t C, const float *a,
+                               const float *b, const float *al) {
     for (int64_t n = 0; n < N; n++) {
         const float *x = X + n * C;
         float *z = Z + n * C;
@@ -143,6 +160,21 @@ static int features_forward_train(const float *X, float *Z, int64_t N, int64_t C
             z[c] = y > 0.0f ? y : al[c] * (e - 1.0f);
         }
     }
+}
+
+static int features_forward_train(const float *X, float *Z, int64_t N, int64_t C,
+                                  const float *gamma, const float *beta, const float *alpha,
+                                  int64_t alpha_stride, double eps, double momentum,
+                                  float *mean, float *invstd, float *running_mean,
+                                  float *running_var) {
+    double *sums = malloc((size_t)(2 * C) * sizeof(double));
+    float *ab = malloc((size_t)(3 * C) * sizeof(float));
+    if (!sums || !ab) { free(sums); free(ab); return -1; }
+    features_sums(X, N, C, sums, sums + C);
+    features_coefficients(X, sums, sums + C, (double)N, C, gamma, beta, alpha, alpha_stride,
+                          eps, momentum, 1, mean, invstd, running_mean, running_var, ab,
+                          ab + C, ab + 2 * C);
+    features_normalize(X, Z, N, C, ab, ab + C, ab + 2 * C);
     free(sums);
     free(ab);
     return 0;
