@@ -9,7 +9,21 @@ import torch
 
 from .errors import DataError
 
-__all__ = ["as_input_tensor", "encode_labels"]
+__all__ = ["as_input_tensor", "encode_labels", "row_chunks"]
+
+#: the most values a whole-data check or sum works on at once: the
+#: temporaries it makes (a bool mask, a float64 copy) stay a few MB however
+#: large the data
+CHUNK_VALUES = 1 << 20
+
+
+def row_chunks(t: torch.Tensor, values: int | None = None):
+    """``t`` split along its first dimension into views of about ``values``
+    values each (:data:`CHUNK_VALUES` unless given; at least one row)."""
+    if not t.dim():
+        return (t,)
+    per_row = max(1, t[0].numel()) if t.shape[0] else 1
+    return t.split(max(1, (values or CHUNK_VALUES) // per_row))
 
 
 def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X",
@@ -47,9 +61,14 @@ def as_input_tensor(X: Any, input_size: tuple[int, ...], what: str = "X",
     if t.dim() != expected or tuple(t.shape[1:]) != tuple(input_size):
         raise DataError(f"{what}: expected size (N, {', '.join(map(str, input_size))}) "
                         f"for the network's input layer, got {tuple(t.shape)}")
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).flatten(1).any(1).nonzero()[0])
-        raise DataError(f"{what}: contains NaN or Inf (first in observation {bad})")
+    # checked a chunk of rows at a time: a mask of the whole data set would
+    # add a quarter of its size to the peak memory
+    start = 0
+    for chunk in row_chunks(t) if t.numel() else ():
+        if not bool(torch.isfinite(chunk).all()):
+            bad = start + int((~torch.isfinite(chunk)).flatten(1).any(1).nonzero()[0])
+            raise DataError(f"{what}: contains NaN or Inf (first in observation {bad})")
+        start += chunk.shape[0]
     return t
 
 

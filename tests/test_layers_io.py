@@ -99,3 +99,33 @@ def test_regression_of_digit_angles_runs_with_an_rmse_table(one_thread):
     assert np.all(np.isfinite(info.training_loss))
     pred = ll.predict(net, X[:3])
     assert pred.shape == (3, 1)
+
+
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-chunk", "chunks-of-a-few-values"])
+def test_normalization_statistics_in_chunks_match_float64(chunk, monkeypatch):
+    """The training set's mean and standard deviation are summed in float64 a
+    chunk of rows at a time (a float64 copy of a large data set would double
+    the training's peak memory); chunked or not, they match float64 torch."""
+    from layerlab import data
+    if chunk:
+        monkeypatch.setattr(data, "CHUNK_VALUES", chunk)
+    g = torch.Generator().manual_seed(0)
+    F = torch.randn(23, 5, generator=g) * 3 + 1e4       # a large mean: float32 sums would drift
+    zs = ll.FeatureInput(5, normalization="zscore")
+    zs.compute_normalization(F)
+    torch.testing.assert_close(zs.mean, F.double().mean(0).float(), rtol=1e-7, atol=0)
+    torch.testing.assert_close(zs.std, F.double().std(0, correction=0).float(),
+                               rtol=1e-6, atol=0)
+    images = torch.rand(11, 2, 3, 4, generator=g)
+    zc = ll.ImageInput((2, 3, 4))
+    zc.compute_normalization(images)
+    torch.testing.assert_close(zc.mean, images.double().mean(0).float(), rtol=1e-7, atol=0)
+
+
+def test_nan_found_in_a_later_chunk_names_its_observation(monkeypatch):
+    from layerlab import data
+    monkeypatch.setattr(data, "CHUNK_VALUES", 8)         # two rows of four values a chunk
+    X = np.zeros((9, 4), dtype=np.float32)
+    X[6, 2] = np.inf
+    with pytest.raises(ll.DataError, match=r"NaN or Inf \(first in observation 6\)"):
+        data.as_input_tensor(X, (4,))

@@ -8,12 +8,34 @@ from __future__ import annotations
 
 import torch
 
+from ..data import row_chunks
 from ..errors import DataError, LayerError
 from ..layer import InputLayer, State
 from ._util import size_tuple
 
 __all__ = ["ImageInput", "FeatureInput"]
 
+
+
+# The training set's statistics, in float64, summed a chunk of rows at a
+# time: X.to(torch.float64) (or X.mean(dtype=torch.float64)) would first copy
+# the whole data set at twice its size, which was the peak memory of a whole
+# training run.
+def column_mean(X: torch.Tensor) -> torch.Tensor:
+    """The mean over the first dimension, float64: ``X.shape[1:]``."""
+    total = torch.zeros(X.shape[1:], dtype=torch.float64, device=X.device)
+    for chunk in row_chunks(X):
+        total += chunk.sum(dim=0, dtype=torch.float64)
+    return total / X.shape[0]
+
+
+def column_std(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The population standard deviation over the first dimension, float64,
+    about ``mean`` (:func:`column_mean`; two passes, as torch.std)."""
+    total = torch.zeros(X.shape[1:], dtype=torch.float64, device=X.device)
+    for chunk in row_chunks(X):
+        total += (chunk.to(torch.float64) - mean).square_().sum(dim=0)
+    return (total / X.shape[0]).sqrt_()
 
 class ImageInput(InputLayer):
     """Image input, MATLAB's ``imageInputLayer``.
@@ -63,7 +85,7 @@ class ImageInput(InputLayer):
         """The mean image over the training set (MATLAB's 'Initializing
         image normalization')."""
         if self.normalization == "zerocenter":
-            self.mean = X.mean(dim=0, dtype=torch.float64).to(self.mean.dtype).to(self.mean.device)
+            self.mean = column_mean(X).to(self.mean.dtype).to(self.mean.device)
 
     def check_size(self, X: torch.Tensor) -> None:
         if X.dim() != 4 or tuple(X.shape[1:]) != self.input_size:
@@ -130,10 +152,10 @@ class FeatureInput(InputLayer):
         """Mean (and standard deviation) of each feature over the training set."""
         if self.normalization == "none":
             return
-        X64 = X.to(torch.float64)
-        self.mean = X64.mean(dim=0).to(self.mean.dtype).to(self.mean.device)
+        mean = column_mean(X)
+        self.mean = mean.to(self.mean.dtype).to(self.mean.device)
         if self.normalization == "zscore":
-            std = X64.std(dim=0, correction=0)
+            std = column_std(X, mean)
             # a constant feature is only centered, never divided by zero
             std = torch.where(std > 0, std, torch.ones_like(std))
             self.std = std.to(self.std.dtype).to(self.std.device)
