@@ -17,6 +17,7 @@ the kernel is not built here; the caller then computes with PyTorch ops.
 from __future__ import annotations
 
 import ctypes
+import operator
 
 import torch
 from torch.autograd import profiler as _autograd_profiler
@@ -402,13 +403,12 @@ class DenseChainPlan:
         tensor objects, each still contiguous at the same address (a
         ``.data`` swapped in, a move or a change of type gives a new one),
         and the same epsilons and momenta."""
-        if len(tensors) != len(self.tensors) or list(epsilons) != self.epsilons \
-                or list(momenta) != self.momenta:
-            return False
-        for t, mine, address in zip(tensors, self.tensors, self.addresses):
-            if t is not mine or t.data_ptr() != address or not t.is_contiguous():
-                return False
-        return True
+        # every step: one pass of C-level maps over the 70-odd tensors
+        return (len(tensors) == len(self.tensors) and list(epsilons) == self.epsilons
+                and list(momenta) == self.momenta
+                and all(map(operator.is_, tensors, self.tensors))
+                and list(map(torch.Tensor.data_ptr, tensors)) == self.addresses
+                and all(map(torch.Tensor.is_contiguous, tensors)))
 
 
 def dense_chain_forward(X, plan: DenseChainPlan):
