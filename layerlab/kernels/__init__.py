@@ -57,7 +57,7 @@ _SIGNATURES = {
         "chain_forward": ([_I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P,
                            _I, _P, _P, _INT], _INT),
         "chain_backward": ([_I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P,
-                            _P, _P, _P, _P, _P, _P, _INT], _INT),
+                            _P, _P, _INT], _INT),
     },
     "dense_skinny": {
         "dense_forward": ([_P, _P, _P, _P, _I, _I, _I, _INT], None),
@@ -351,18 +351,24 @@ def _pointers(tensors) -> ctypes.Array:
 class DenseChainPlan:
     """What the chain kernel's calls take about the blocks, built once for a
     chain's tensors and reused while they stay the same (the layer keeps it:
-    :meth:`matches`): sizes, alpha strides, the epsilons and momenta, and
-    arrays of the blocks' tensors' addresses.
+    :meth:`matches`): sizes, alpha strides, the epsilons and momenta, arrays
+    of the blocks' tensors' addresses, and where each derivative goes in the
+    one buffer that backward fills.
 
     ``blocks``: per block ``(W, b, gamma, beta, alpha, epsilon, momentum,
     running_mean, running_var)``, every tensor a contiguous float32 CPU
     tensor (see :func:`usable`), ``W`` ``(K, D)`` with ``D`` the previous
     block's ``K``, the others ``(K,)`` (alpha ``(K,)`` or ``(1,)``).
     ``head``: ``None`` or a last fully connected layer's ``(W, b)``, ``W``
-    ``(H, K)``.
+    ``(H, K)``. ``alpha_wanted``: per block, whether its alpha's derivative
+    is wanted (a learnable of the block's ELU; default: every block's).
+
+    Backward's derivatives, in this order (the chain's learnables' order):
+    per block ``dW, db, dbeta, dgamma`` and, where wanted, ``dalpha``, then
+    the head's ``dW, db``.
     """
 
-    def __init__(self, blocks, head=None):
+    def __init__(self, blocks, head=None, alpha_wanted=None):
         cols = list(zip(*blocks))
         self.tensors = [t for blk in blocks for t in (blk[0], blk[1], blk[2], blk[3], blk[4],
                                                       blk[7], blk[8])] + list(head or ())
@@ -380,17 +386,39 @@ class DenseChainPlan:
             _pointers(cols[k]) for k in (0, 1, 2, 3, 4, 7, 8))
         self.head = head
         self.outputs = head[0].shape[0] if head else self.ks[-1]
-        self.grad_sizes = []
-        for d, k in zip(self.dims, self.ks):
-            self.grad_sizes += [k * d, k, k, k]
+        # the derivatives' buffer: sizes and shapes in order, and the
+        # kernel's offsets (per block dW, db, dgamma, dbeta, dalpha or -1;
+        # the head's dW, db)
+        wanted = [True] * n if alpha_wanted is None else list(alpha_wanted)
+        self.grad_sizes, self.matrices, offsets = [], [], []
+        at = 0
+
+        def slot(size, shape=None):
+            nonlocal at
+            if shape is not None:
+                self.matrices.append((len(self.grad_sizes), shape))
+            self.grad_sizes.append(size)
+            at += size
+            return at - size
+
+        for i, (d, k) in enumerate(zip(self.dims, self.ks)):
+            dW, db, dbeta, dgamma = slot(k * d, (k, d)), slot(k), slot(k), slot(k)
+            dalpha = slot(1 if self.shared_alpha[i] else k) if wanted[i] else -1
+            offsets += [dW, db, dgamma, dbeta, dalpha]
         if head:
-            self.grad_sizes += [head[0].numel(), head[1].numel()]
-        self.grad_total = sum(self.grad_sizes)
+            offsets += [slot(head[0].numel(), tuple(head[0].shape)), slot(head[1].numel())]
+        self.grad_total = at
+        self.offsets_c = (ctypes.c_int64 * len(offsets))(*offsets)
 
     def __reduce__(self):
         # a plan holds addresses of the tensors it was made for: a copy of
         # its layer (deepcopy, pickle) starts without one and makes its own
         return (type(None), ())
+
+    def scratch_floats(self, n: int) -> int:
+        """The size of backward's scratch for ``n`` observations: dL/dZ of a
+        block, every block's dalpha and every block's dA."""
+        return (n + len(self.ks)) * max(self.ks) + n * sum(self.ks)
 
     def memory_floats(self, n: int) -> int:
         """The size of the step's memory for ``n`` observations: each
@@ -433,32 +461,25 @@ def dense_chain_forward(X, plan: DenseChainPlan):
 
 def dense_chain_backward(X, ws, Z, dLdZ, plan: DenseChainPlan, need_x: bool):
     """The derivatives of :func:`dense_chain_forward` from its input, memory,
-    output and ``dL/dZ``: ``(dL/dX or None, [(dL/dW, dL/dgamma, dL/dbeta,
-    dL/dalpha) per block], (dL/dW, dL/db) of the head or None)`` (dL/dalpha
-    ``(1,)`` for a shared alpha, else ``(K,)``; the blocks' biases'
-    derivatives are zero), or ``None``."""
+    output and ``dL/dZ``: ``(dL/dX or None, [the learnables' derivatives in
+    the chain's order, see DenseChainPlan])`` (the blocks' biases' are
+    zeros: batch normalization removes them), or ``None``."""
     lib = _library("dense_batchnorm_elu_chain")
     if lib is None:
         return None
-    n, ks, dims, head = X.shape[0], plan.ks, plan.dims, plan.head
-    parts = X.new_empty(plan.grad_total).split(plan.grad_sizes)
-    scratch = X.new_empty(n * (sum(ks) + max(ks)))
+    n, head = X.shape[0], plan.head
+    grads = X.new_empty(plan.grad_total)
+    scratch = X.new_empty(plan.scratch_floats(n))
     dX = X.new_empty(X.shape) if need_x else None
-    nb = 4 * len(ks)
     failed = lib.chain_backward(
-        len(ks), n, plan.dims_c, X.data_ptr(), ws.data_ptr(), Z.data_ptr(), dLdZ.data_ptr(),
-        plan.W, plan.gamma, plan.beta, plan.alpha, plan.strides_c,
+        len(plan.ks), n, plan.dims_c, X.data_ptr(), ws.data_ptr(), Z.data_ptr(),
+        dLdZ.data_ptr(), plan.W, plan.gamma, plan.beta, plan.alpha, plan.strides_c,
         head[0].data_ptr() if head else None, plan.outputs,
-        dX.data_ptr() if dX is not None else None, _pointers(parts[0:nb:4]),
-        _pointers(parts[1:nb:4]), _pointers(parts[2:nb:4]), _pointers(parts[3:nb:4]),
-        parts[nb].data_ptr() if head else None, parts[nb + 1].data_ptr() if head else None,
+        dX.data_ptr() if dX is not None else None, grads.data_ptr(), plan.offsets_c,
         scratch.data_ptr(), torch.get_num_threads())
     if failed:
         return None
-    grads = []
-    for i, (d, k) in enumerate(zip(dims, ks)):
-        dW, dgamma, dbeta, dalpha = parts[4 * i:4 * i + 4]
-        grads.append((dW.view(k, d), dgamma, dbeta,
-                      dalpha[:1] if plan.shared_alpha[i] else dalpha))
-    head_grads = (parts[nb].view(head[0].shape), parts[nb + 1]) if head else None
-    return dX, grads, head_grads
+    parts = list(grads.split_with_sizes(plan.grad_sizes))
+    for i, shape in plan.matrices:
+        parts[i] = parts[i].view(shape)
+    return dX, parts

@@ -237,12 +237,23 @@ static void block_bn_backward(const float *A, const float *z, const float *dz, f
     }
 }
 
-/* Backward from dZ (N x K_L). Writes, per block, dW (K x D), dgamma, dbeta
- * (K) and dalpha (K values, or their sum in dalpha[0] when one alpha is
- * shared), the head's dW (H x K_L) and db (H) when there is a head, and dX
- * (N x D_0) unless NULL. scratch: N x (K_1 + ... + K_L + max K) floats.
- * The bias's derivative is zero (batch normalization removes it): not
- * written.
+/* Each block's dalpha (K values in scratch, their sum first when one alpha
+ * is shared) into its place in grads, where one is wanted. */
+static void place_dalpha(int64_t L, const int64_t *dims, const int64_t *alpha_stride,
+                         float *const *dalpha, float *grads, const int64_t *out) {
+    for (int64_t i = 0; i < L; i++)
+        if (out[5 * i + 4] >= 0)
+            memcpy(grads + out[5 * i + 4], dalpha[i],
+                   (size_t)(alpha_stride[i] ? dims[i + 1] : 1) * sizeof(float));
+}
+
+/* Backward from dZ (N x K_L). The derivatives go into one buffer, grads,
+ * at the offsets (in floats) given per block in out: dW (K x D), db (K,
+ * written as zeros: batch normalization removes the bias, whose derivative
+ * is zero), dgamma, dbeta (K), dalpha (K values, or their sum when one
+ * alpha is shared; an offset of -1: not wanted), then the head's dW (H x
+ * K_L) and db (H) when there is a head; and dX (N x D_0) unless NULL.
+ * scratch: (N + L) max K + N (K_1 + ... + K_L) floats.
  *
  * With two threads or more the work is split in two: one thread runs the
  * chain that each block waits for (batch norm + ELU backward, then dA W
@@ -255,20 +266,34 @@ int chain_backward(int64_t L, int64_t N, const int64_t *dims, const float *X,
                    const float *ws, const float *Z, const float *dZ, float *const *W,
                    float *const *gamma, float *const *beta, float *const *alpha,
                    const int64_t *alpha_stride, const float *head_W, int64_t H, float *dX,
-                   float *const *dW, float *const *dgamma, float *const *dbeta,
-                   float *const *dalpha, float *head_dW, float *head_db, float *scratch,
-                   int nthreads) {
+                   float *grads, const int64_t *out, float *scratch, int nthreads) {
     if (!sgemm_fn)
         return 1;
+    /* where each derivative goes; dalpha first into scratch (per channel,
+     * then summed there when one alpha is shared), then into its place */
+    float *dW[L], *dgamma[L], *dbeta[L], *dalpha[L];
+    const int64_t Kmax = widest(L, dims);
+    float *alpha_scratch = scratch + N * Kmax;   /* L x Kmax, after dz */
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t *o = out + 5 * i;
+        dW[i] = grads + o[0];
+        memset(grads + o[1], 0, (size_t)dims[i + 1] * sizeof(float));
+        dgamma[i] = grads + o[2];
+        dbeta[i] = grads + o[3];
+        dalpha[i] = alpha_scratch + i * Kmax;
+    }
+    float *head_dW = head_W ? grads + out[5 * L] : NULL;
+    float *head_db = head_W ? grads + out[5 * L + 1] : NULL;
     /* each block's A, Z and statistics, from the layout of ws; its dA */
     const float *A[L], *z[L], *mean[L], *invstd[L];
     float *dA[L];
     block_memory(ws, L, N, dims, head_W != NULL, Z, A, z, mean, invstd);
+    float *dz = scratch;          /* dL/dZ of the block being computed */
+    scratch = alpha_scratch + L * Kmax;
     for (int64_t i = 0; i < L; i++) {
         dA[i] = scratch;
         scratch += N * dims[i + 1];
     }
-    float *dz = scratch;          /* dL/dZ of the block being computed */
     const int64_t KL = dims[L];
     if (nthreads < 2) {
         const float *dcur = dZ;
@@ -290,6 +315,7 @@ int chain_backward(int64_t L, int64_t N, const int64_t *dims, const float *X,
                 gemm(0, 0, N, D, K, dA[i], W[i], 0.0f, dX);
             }
         }
+        place_dalpha(L, dims, alpha_stride, dalpha, grads, out);
         return 0;
     }
     int64_t ready = L;            /* dA[i] is there for every i >= ready */
@@ -332,5 +358,6 @@ int chain_backward(int64_t L, int64_t N, const int64_t *dims, const float *X,
             }
         }
     }
+    place_dalpha(L, dims, alpha_stride, dalpha, grads, out);
     return 0;
 }

@@ -254,13 +254,15 @@ class DenseBatchNormELUChain(FusedChain):
                 return None
             blocks.append((W, b, gamma, beta, alpha, eps[i], momenta[i], mean, var))
             d = k
+        # a ReLU block (alpha 0) has no alpha of its own to take a derivative
+        alpha_wanted = [tensors[7 * i + 4] is not _ZERO_ALPHA for i in range(n_blocks)]
         head = None
         if has_head:
             W, b = tensors[7 * n_blocks:]
             if W.dim() != 2 or W.shape[1] != d or b.numel() != W.shape[0]:
                 return None
             head = (W, b)
-        return kernels.DenseChainPlan(blocks, head)
+        return kernels.DenseChainPlan(blocks, head, alpha_wanted)
 
     def forward(self, X):
         Xf = X.flatten(1) if X.dim() > 2 else X
@@ -282,18 +284,11 @@ class DenseBatchNormELUChain(FusedChain):
         ws, plan = memory[0], memory[1].value
         Xf = X.flatten(1) if X.dim() > 2 else X
         needs = self.needed_gradients()
-        dX, grads, head_grads = kernels.dense_chain_backward(
+        dX, grads = kernels.dense_chain_backward(
             Xf, ws, Z, dLdZ.contiguous(), plan, needs is None or needs[0])
-        out = [None if dX is None else dX.view(X.shape)]
-        # the blocks' biases' zero derivatives, views of one zero-filled tensor
-        ks = plan.ks
-        zeros = torch.zeros(sum(ks), dtype=Z.dtype).split(ks)
-        for (dW, dgamma, dbeta, dalpha), db, part in zip(grads, zeros, self.parts):
-            out += [dW, db, dbeta, dgamma]
-            if "alpha" in part._modules["activation"]._parameters:
-                out.append(dalpha)
-        if head_grads is not None:
-            out += head_grads
+        # in the chain's learnables' order (the plan's), the blocks' biases'
+        # derivatives zeros (batch normalization removes the bias)
+        out = [None if dX is None else dX.view(X.shape), *grads]
         if needs is not None:
             out = [g if n else None for g, n in zip(out, needs)]
         return tuple(out)
