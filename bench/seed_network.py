@@ -71,7 +71,7 @@ the median of the per-round ratios.
 
 Usage::
 
-    python bench/seed_network.py            # 30 epochs (1170 iterations) x 3 rounds, all
+    python bench/seed_network.py            # 30 epochs (1170 iterations) x 5 rounds, all
                                             # default contenders, peak memory
     python bench/seed_network.py --quick    # CI: 3 epochs x 3 rounds, plain/layerlab/bare
     python bench/seed_network.py --contenders plain,plain-dataloader,layerlab,bare
@@ -450,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="short form for CI: 3 epochs (117 iterations) x 3 rounds")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 30)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds (default 5; 3 with --quick)")
     p.add_argument("--contenders", default=None,
                    help=f"comma-separated, from {', '.join(CONTENDERS)} (default "
                         f"{','.join(DEFAULT_CONTENDERS)}; with --quick "
@@ -467,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder for seed_network.json / .md (default bench/results)")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (3 if args.quick else 30)
-    args.rounds = args.rounds or 3
+    # five rounds: the median of five per-round ratios is steadier on a
+    # shared machine, where one slow spell can swing a round by 40%
+    args.rounds = args.rounds or (3 if args.quick else 5)
     device = common.pick_device(args.device)
     if args.contenders is None:
         args.contenders = ",".join(QUICK_CONTENDERS if args.quick else
