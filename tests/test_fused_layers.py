@@ -343,6 +343,29 @@ def test_dense_chain_statistics_with_a_large_mean(n, threads, two_threads):
                                        atol=max(1e-3 * float(gr[k].abs().max()), 1e-5))
 
 
+def test_dense_chain_kernel_with_a_team_of_one_thread():
+    """Asked for two threads, OpenMP may give one (under OMP_THREAD_LIMIT, or
+    inside another parallel region): the kernel then computes both halves
+    of the work on that one, neither waiting for a second thread for ever
+    nor leaving the other half's derivatives unwritten."""
+    if kernels._library("dense_batchnorm_elu_chain") is None:
+        pytest.skip(f"chain kernel not here: {kernels.status()}")
+    script = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]);"
+        "import test_fused_layers as t; torch.set_num_threads(2);"
+        "torch.manual_seed(1); net = t.Network(t._mlp_layers(width=40));"
+        "assert isinstance(net._fused[1][1], t.DenseBatchNormELUChain);"
+        "t._assert_fused_step_matches(net, torch.randn(9, 2, 3, 4), torch.randint(0, 3, (9,)));"
+        "print('ok')")
+    import os
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)],
+                          env=dict(os.environ, OMP_THREAD_LIMIT="1"), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
 def test_dense_chain_kernel_is_the_one_in_use():
     """The compiled chain runs (not the blocks one by one) on the CPU in
     float32, where it is built: its memory is one buffer."""

@@ -162,9 +162,12 @@ int chain_forward(int64_t L, int64_t N, const int64_t *dims, const float *X,
     int64_t arrived = 0;
 #pragma omp parallel num_threads(threads)
     {
-        const int t = threads == 1 ? 0 : omp_get_thread_num();
+        /* the team OpenMP gave (fewer than asked inside another parallel
+         * region or under OMP_THREAD_LIMIT): one thread computes alone */
+        const int team = omp_get_num_threads() == 2 ? 2 : 1;
+        const int t = team == 1 ? 0 : omp_get_thread_num();
         int64_t mine = 0, r0, r1;
-        share(N, t, threads, &r0, &r1);
+        share(N, t, team, &r0, &r1);
         const int64_t Nt = r1 - r0;
         double *own = (double *)(work + t * per_thread), *both = own + 4 * Kmax;
         float *coef = (float *)(both + 2 * Kmax);
@@ -181,7 +184,7 @@ int chain_forward(int64_t L, int64_t N, const int64_t *dims, const float *X,
             features_sums(a, Nt, K, sums, sums + Kmax);
             const float *shift = a;                             /* this thread's first row */
             const double *s1 = sums, *s2 = sums + Kmax;
-            if (threads == 2) {
+            if (team == 2) {
                 meet(&arrived, &mine);      /* both threads' sums are there */
                 const float *shift0 = A[i], *shift1 = A[i] + (N / 2) * K;
                 const double *mine_or[2] = {sums, other};
@@ -322,6 +325,9 @@ int chain_backward(int64_t L, int64_t N, const int64_t *dims, const float *X,
     const int64_t D0 = dims[0], K0 = dims[1], half = D0 / 2;
 #pragma omp parallel num_threads(2)
     {
+        /* a team of one (inside another parallel region, or under
+         * OMP_THREAD_LIMIT) runs both parts itself, the chain's first */
+        const int alone = omp_get_num_threads() < 2;
         if (omp_get_thread_num() == 0) {
             const float *dcur = dZ;
             if (head_W) {
@@ -343,7 +349,8 @@ int chain_backward(int64_t L, int64_t N, const int64_t *dims, const float *X,
                 gemm(0, 0, N, D0, K0, dA[0], W[0], 0.0f, dX);
             /* the first block's dW, columns [0, half) */
             gemm_ld(1, 0, K0, half, N, dA[0], K0, X, D0, 0.0f, dW[0], D0);
-        } else {
+        }
+        if (omp_get_thread_num() == 1 || alone) {
             if (head_W)    /* nothing waits for it: while the other thread starts */
                 head_backward(dZ, z[L - 1], N, KL, H, head_dW, head_db);
             for (int64_t i = L - 1; i >= 0; i--) {
