@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ def row_chunks(t: torch.Tensor, values: int | None = None):
     values each (:data:`CHUNK_VALUES` unless given; at least one row)."""
     if not t.dim():
         return (t,)
-    per_row = max(1, t[0].numel()) if t.shape[0] else 1
+    per_row = max(1, math.prod(t.shape[1:]))
     return t.split(max(1, (values or CHUNK_VALUES) // per_row))
 
 

@@ -378,8 +378,8 @@ class DenseChainPlan:
         n = len(blocks)
         self.ks = self.dims[1:]
         self.dims_c = (ctypes.c_int64 * len(self.dims))(*self.dims)
-        self.shared_alpha = [a.numel() == 1 for a in cols[4]]
-        self.strides_c = (ctypes.c_int64 * n)(*[0 if s else 1 for s in self.shared_alpha])
+        shared_alpha = [a.numel() == 1 for a in cols[4]]
+        self.strides_c = (ctypes.c_int64 * n)(*[0 if s else 1 for s in shared_alpha])
         self.eps_c = (ctypes.c_double * n)(*cols[5])
         self.momentum_c = (ctypes.c_double * n)(*cols[6])
         self.W, self.b, self.gamma, self.beta, self.alpha, self.mean, self.var = (
@@ -403,7 +403,7 @@ class DenseChainPlan:
 
         for i, (d, k) in enumerate(zip(self.dims, self.ks)):
             dW, db, dbeta, dgamma = slot(k * d, (k, d)), slot(k), slot(k), slot(k)
-            dalpha = slot(1 if self.shared_alpha[i] else k) if wanted[i] else -1
+            dalpha = slot(1 if shared_alpha[i] else k) if wanted[i] else -1
             offsets += [dW, db, dgamma, dbeta, dalpha]
         if head:
             offsets += [slot(head[0].numel(), tuple(head[0].shape)), slot(head[1].numel())]

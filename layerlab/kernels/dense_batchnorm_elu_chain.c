@@ -186,11 +186,12 @@ int chain_forward(int64_t L, int64_t N, const int64_t *dims, const float *X,
             const double *s1 = sums, *s2 = sums + Kmax;
             if (team == 2) {
                 meet(&arrived, &mine);      /* both threads' sums are there */
-                const float *shift0 = A[i], *shift1 = A[i] + (N / 2) * K;
-                const double *mine_or[2] = {sums, other};
-                const double *p0 = mine_or[t], *p1 = mine_or[1 - t];
+                int64_t lo1, hi1;                /* thread 1's rows */
+                share(N, 1, 2, &lo1, &hi1);
+                const float *shift0 = A[i], *shift1 = A[i] + lo1 * K;
+                const double *p0 = t ? other : sums, *p1 = t ? sums : other;
                 add_shifted_sums(K, shift0, p0, p0 + Kmax, shift1, p1, p1 + Kmax,
-                                 (double)(N - N / 2), both, both + Kmax);
+                                 (double)(hi1 - lo1), both, both + Kmax);
                 shift = shift0, s1 = both, s2 = both + Kmax;
             }
             /* thread 0 keeps the statistics and moves the running ones */
